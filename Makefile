@@ -1,0 +1,33 @@
+# The two commands a new user needs: `make demo` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+
+.PHONY: demo test dev check bench setup clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+	mkdir -p $(DAGSTER_HOME) && ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: setup  ## sync all 16 tables from the bundled simulator into data/warehouse.duckdb
+	$(BIN)/iterable-assets demo
+
+test: setup  ## the whole test suite, slow end-to-end tests included
+	$(BIN)/python -m pytest -q
+
+dev: setup  ## the simulator plus the Dagster UI on http://localhost:3000
+	$(BIN)/iterable-assets dev
+
+check: setup  ## validate ITERABLE_API_KEY against ITERABLE_BASE_URL
+	$(BIN)/iterable-assets check
+
+clean:
+	rm -rf $(VENV) .dagster_home data .pytest_cache

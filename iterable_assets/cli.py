@@ -1,0 +1,257 @@
+"""`iterable-assets`: check a key, sync tables through the Dagster instance, run the demo or the dev UI."""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+from dotenv import load_dotenv
+
+from iterable_assets import warehouse
+from iterable_assets.assets import LISTS_PARTITIONS
+from iterable_assets.client import EXPORT_PATH, IterableApiError, IterableResource
+from iterable_assets.settings import Settings, SettingsError, load_settings
+from iterable_assets.streams import STREAMS, STREAMS_BY_NAME
+
+DEMO_KEY = "demo-key"
+DEMO_RATE_WINDOW_SECONDS = 6.0  # the demo compresses Iterable's one-minute rate window to 6 s
+
+
+def ensure_dagster_home() -> Path:
+    """Use $DAGSTER_HOME, else ./.dagster_home with the project's dagster.yaml linked in."""
+    if os.environ.get("DAGSTER_HOME"):
+        return Path(os.environ["DAGSTER_HOME"])
+    home = (Path.cwd() / ".dagster_home").resolve()
+    home.mkdir(exist_ok=True)
+    config, link = Path.cwd() / "dagster.yaml", home / "dagster.yaml"
+    if config.exists() and not link.exists():
+        link.symlink_to(config.resolve())
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+# ---- sync ------------------------------------------------------------------------------------------
+@dataclass
+class TableReport:
+    table: str
+    rows: int = 0
+    export_requests: int = 0
+    seconds: float = 0.0
+    ok: bool = True
+
+
+def _record_steps(instance: dg.DagsterInstance, result, reports: dict[str, TableReport]) -> None:
+    for stats in instance.get_run_step_stats(result.run_id):
+        report = reports.get(stats.step_key)
+        if report is None or stats.end_time is None or stats.start_time is None:
+            continue
+        report.seconds += stats.end_time - stats.start_time
+        report.ok = report.ok and stats.status.value == "SUCCESS"
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        name = materialization.asset_key.path[-1]
+        requests = materialization.metadata.get("export_requests")
+        if requests is not None and name in reports:
+            reports[name].export_requests += requests.value
+    if not result.success:
+        for stats in instance.get_run_step_stats(result.run_id):
+            if stats.step_key in reports and stats.status.value != "SUCCESS":
+                reports[stats.step_key].ok = False
+
+
+def sync(settings: Settings, tables: list[str], start: date, end: date) -> list[TableReport]:
+    """Materialize `tables` through the Dagster instance (runs show in the UI): catalog tables,
+    then lists and every list's members, then the export streams as one range run."""
+    from iterable_assets.definitions import build_definitions
+
+    defs = build_definitions(settings)
+    assets = list(defs.assets)
+    resources = defs.resources
+    reports = {name: TableReport(name) for name in tables}
+    instance = dg.DagsterInstance.get()
+
+    def run(selection: list[str], **kwargs):
+        result = dg.materialize(assets, selection=selection, instance=instance, resources=resources,
+                                raise_on_error=False, **kwargs)
+        _record_steps(instance, result, reports)
+        return result
+
+    catalog = [n for n in tables if STREAMS_BY_NAME[n].source in ("resource", "templates", "metadata")]
+    if "list_users" in tables and "lists" not in catalog:
+        catalog.append("lists")
+    if catalog:
+        run(catalog)
+    if "list_users" in tables:
+        started = time.monotonic()
+        for key in instance.get_dynamic_partitions(LISTS_PARTITIONS.name):
+            run(["list_users"], partition_key=key)
+        reports["list_users"].seconds = time.monotonic() - started
+    exports = [n for n in tables if STREAMS_BY_NAME[n].source == "export"]
+    if exports:
+        run(exports, tags={"dagster/asset_partition_range_start": start.isoformat(),
+                           "dagster/asset_partition_range_end": end.isoformat()})
+    with warehouse.connect(settings.duckdb_path) as con:
+        for report in reports.values():
+            report.rows = warehouse.row_count(con, STREAMS_BY_NAME[report.table])
+    return [reports[name] for name in tables]
+
+
+def print_reports(reports: list[TableReport]) -> None:
+    print(f"{'table':<20} {'rows':>9} {'export requests':>16} {'seconds':>8}  status")
+    for r in reports:
+        print(f"{r.table:<20} {r.rows:>9} {r.export_requests:>16} {r.seconds:>8.1f}  {'ok' if r.ok else 'FAILED'}")
+
+
+def _last_complete_day() -> date:
+    return datetime.now(timezone.utc).date() - timedelta(days=1)
+
+
+def _parse_tables(text: str | None) -> list[str]:
+    if not text:
+        return [s.name for s in STREAMS]
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in STREAMS_BY_NAME]
+    if unknown:
+        raise SystemExit(f"--select: unknown table(s) {', '.join(unknown)}; choose from {', '.join(STREAMS_BY_NAME)}")
+    return names
+
+
+def _parse_day(option: str, text: str | None, default: date) -> date:
+    if text is None:
+        return default
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").date()
+    except ValueError:
+        raise SystemExit(f"{option}={text!r} is not a day as YYYY-MM-DD") from None
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    tables = _parse_tables(args.select)
+    start = _parse_day("--start", args.start, settings.start_date)
+    end = _parse_day("--end", args.end, _last_complete_day())
+    if not settings.start_date <= start <= end <= _last_complete_day():
+        raise SystemExit(f"--start {start} and --end {end} must satisfy ITERABLE_START_DATE ({settings.start_date}) "
+                         f"<= start <= end <= the last complete day ({_last_complete_day()})")
+    _require_key()
+    ensure_dagster_home()
+    reports = sync(settings, tables, start, end)
+    print_reports(reports)
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def _require_key() -> str:
+    key = os.environ.get("ITERABLE_API_KEY", "").strip()
+    if not key:
+        raise SystemExit("ITERABLE_API_KEY is not set: export a server-side Iterable API key, or put it in ./.env")
+    return key
+
+
+# ---- check -------------------------------------------------------------------------------------------
+def check(settings: Settings, api_key: str) -> tuple[int, str]:
+    """A connection dialog's test: a cheap call, then an export probe. Returns (exit code, message)."""
+    client = IterableResource(api_key=api_key, base_url=settings.base_url, retry_attempts=2,
+                              retry_backoff_seconds=settings.retry_backoff_seconds, request_timeout_seconds=15,
+                              export_requests_per_minute=settings.export_requests_per_minute,
+                              rate_window_seconds=settings.rate_window_seconds)
+    try:
+        client.get_json("channels")
+    except IterableApiError as exc:
+        if exc.status is None:
+            return 3, (f"Cannot reach {settings.base_url}: {exc.msg}. Check ITERABLE_BASE_URL, the network and any "
+                       "proxy, then run `iterable-assets check` again.")
+        if exc.status == 401:
+            return 2, (f"The key was refused ({exc.msg}). Use a server-side API key from Iterable's Integrations > "
+                       "API Keys page, created in the data center ITERABLE_BASE_URL points at.")
+        return 2, f"Iterable refused the key check: {exc}"
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    try:
+        with client.export("emailSend", now - timedelta(minutes=1), now):
+            pass
+    except IterableApiError as exc:
+        if exc.status in (401, 403):
+            return 4, (f"The key can read resources but cannot export ({exc.msg}). It is probably a read-only, "
+                       "mobile or JavaScript key: create a server-side key with export access and set "
+                       "ITERABLE_API_KEY to it.")
+        return 3, f"The export probe failed: {exc}"
+    return 0, f"OK: the key reads resources and exports from {settings.base_url}."
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    code, message = check(load_settings(), _require_key())
+    print(message)
+    return code
+
+
+# ---- demo and dev ------------------------------------------------------------------------------------
+def _simulated_project(days: int):
+    from iterable_assets.simulator import Dataset, Simulator, SimulatorConfig
+
+    today = datetime.now(timezone.utc).date()
+    dataset = Dataset(SimulatorConfig(seed=7, start=today - timedelta(days=days), end=today, events_per_day=300))
+    limit = (4, DEMO_RATE_WINDOW_SECONDS)
+    simulator = Simulator(dataset, api_keys={DEMO_KEY: "full"},
+                          rate_limits={"export": limit, "list_users": (5, DEMO_RATE_WINDOW_SECONDS)})
+    env = {"ITERABLE_API_KEY": DEMO_KEY, "ITERABLE_START_DATE": (today - timedelta(days=days)).isoformat(),
+           "ITERABLE_RATE_WINDOW_SECONDS": str(DEMO_RATE_WINDOW_SECONDS)}
+    return simulator, env
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    simulator, env = _simulated_project(days=30)
+    with simulator:
+        os.environ.update(env, ITERABLE_BASE_URL=simulator.base_url)
+        ensure_dagster_home()
+        settings = load_settings()
+        end = _last_complete_day()
+        start = end - timedelta(days=args.days - 1)
+        print(f"Iterable simulator at {simulator.base_url}; syncing all 16 tables for {start}..{end} into "
+              f"{settings.duckdb_path} (rate window compressed to {DEMO_RATE_WINDOW_SECONDS:g} s)", flush=True)
+        started = time.monotonic()
+        reports = sync(settings, [s.name for s in STREAMS], start, end)
+    print_reports(reports)
+    export_429s = sum(1 for r in simulator.request_log if r[2] == "/api/" + EXPORT_PATH and r[4] == 429)
+    print(f"total {time.monotonic() - started:.1f} s; 429 responses from the simulator's export limit: {export_429s}")
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    simulator, env = _simulated_project(days=60)
+    with simulator:
+        ensure_dagster_home()
+        child_env = {**os.environ, **env, "ITERABLE_BASE_URL": simulator.base_url}
+        print(f"Iterable simulator at {simulator.base_url}; starting `dagster dev` (Ctrl-C stops both)", flush=True)
+        try:
+            return subprocess.call([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"], env=child_env)
+        except KeyboardInterrupt:
+            return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    load_dotenv(Path.cwd() / ".env", override=False)
+    parser = argparse.ArgumentParser(prog="iterable-assets", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("check", help="validate ITERABLE_API_KEY: a cheap call plus an export probe")
+    sync_parser = commands.add_parser("sync", help="materialize tables through the Dagster instance")
+    sync_parser.add_argument("--select", help="comma-separated table names (default: all 16)")
+    sync_parser.add_argument("--start", help="first day of the export streams, YYYY-MM-DD (default: start date)")
+    sync_parser.add_argument("--end", help="last day, inclusive (default: the last complete day)")
+    demo_parser = commands.add_parser("demo", help="sync all tables from the bundled simulator into local DuckDB")
+    demo_parser.add_argument("--days", type=int, default=7, help="days of export data to sync (default 7)")
+    commands.add_parser("dev", help="the simulator plus `dagster dev` (UI on http://localhost:3000)")
+    args = parser.parse_args(argv)
+    handler = {"check": cmd_check, "sync": cmd_sync, "demo": cmd_demo, "dev": cmd_dev}[args.command]
+    try:
+        return handler(args)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

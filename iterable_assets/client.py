@@ -1,0 +1,270 @@
+"""The only module that talks HTTP to Iterable: a Dagster ConfigurableResource.
+
+Every request is retried with exponential backoff on 429, 5xx, timeouts and cut connections
+(honouring Retry-After when sent), and fails at once on 400/401/403 with Iterable's message.
+Export and getUsers requests first take a grant from the shared rate budget. Bodies of export
+and getUsers calls are streamed to a spool file, never held in memory.
+"""
+
+
+import hashlib
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import dagster as dg
+import requests
+from pydantic import PrivateAttr
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from iterable_assets.rate_budget import RateBudget
+from iterable_assets.streams import MESSAGE_MEDIUMS, TEMPLATE_TYPES
+
+EXPORT_PATH = "export/data.json"
+LIST_USERS_PATH = "lists/getUsers"
+CHUNK_BYTES = 1 << 20
+PAGE_SIZE = 1000
+REQUEST_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+HINTS = {
+    400: "Iterable rejected the request's parameters.",
+    401: ("Check that ITERABLE_API_KEY is a server-side key of this project, that it was created in the data "
+          "center ITERABLE_BASE_URL points at (US: https://api.iterable.com, EU: https://api.eu.iterable.com), "
+          "and that its permissions include this endpoint (exports need a key that is not read-only)."),
+    403: "The key lacks permission for this endpoint; ask an Iterable admin for a server-side key with read access.",
+}
+
+
+class IterableApiError(Exception):
+    """A request Iterable refused (4xx), or that still failed after every retry."""
+
+    def __init__(self, endpoint: str, status: int | None, msg: str, code: str | None = None):
+        self.endpoint, self.status, self.msg, self.code = endpoint, status, msg, code
+        where = f"GET /api/{endpoint}"
+        head = f"{where} failed with HTTP {status}" if status else f"{where} failed"
+        detail = f": {msg}" + (f" (code {code})" if code else "")
+        hint = HINTS.get(status or 0, "")
+        super().__init__(head + detail + (f". {hint}" if hint else ""))
+
+
+class RetryableError(Exception):
+    """A transient failure (429, 5xx, a cut or timed-out connection) worth another attempt."""
+
+    def __init__(self, endpoint: str, reason: str, retry_after: float | None = None, status: int | None = None):
+        super().__init__(f"GET /api/{endpoint}: {reason}")
+        self.endpoint, self.reason, self.retry_after, self.status = endpoint, reason, retry_after, status
+
+
+def _error_fields(response: requests.Response) -> tuple[str, str | None]:
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            return str(body.get("msg") or body.get("message") or response.reason), body.get("code")
+    except ValueError:
+        pass
+    text = response.text.strip()[:300]
+    return text or str(response.reason), None
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None
+
+
+class IterableResource(dg.ConfigurableResource):
+    """Iterable's REST API. The key is only ever sent in the Api-Key header."""
+
+    api_key: str
+    base_url: str = "https://api.iterable.com"
+    window_days: int = 30
+    export_requests_per_minute: float = 4.0
+    list_users_requests_per_minute: float = 5.0
+    rate_window_seconds: float = 60.0
+    request_timeout_seconds: float = 300.0
+    retry_attempts: int = 6
+    retry_backoff_seconds: float = 2.0
+    rate_budget_path: str | None = None  # folder of the shared budget ledger; default $DAGSTER_HOME, else temp
+    spool_dir: str | None = None  # default: the temp folder
+
+    _session: requests.Session | None = PrivateAttr(default=None)
+    _counts: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    # ---- plumbing -------------------------------------------------------------------------------
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            self._session = requests.Session()
+            self._session.headers.update({"Api-Key": self.api_key, "Accept-Encoding": "identity"})
+        return self._session
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def _budget(self, family: str) -> RateBudget:
+        rate = self.export_requests_per_minute if family == "export" else self.list_users_requests_per_minute
+        folder = self.rate_budget_path or os.environ.get("DAGSTER_HOME") or tempfile.gettempdir()
+        # One budget per Iterable project: keyed by host and a fingerprint of the key, never the key.
+        project = hashlib.sha256(f"{self.base_url}|{self.api_key}".encode()).hexdigest()[:16]
+        return RateBudget.per_minute(Path(folder) / "iterable_rate_budget.sqlite", f"{family}:{project}", rate,
+                                     self.rate_window_seconds)
+
+    def requests_made(self, path: str) -> int:
+        """How many requests (attempts included) this resource instance sent to `path`."""
+        return self._counts.get(path, 0)
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, RetryableError) and error.retry_after is not None:
+            return error.retry_after
+        return min(self.retry_backoff_seconds * 2 ** (state.attempt_number - 1), 300.0)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        dg.get_dagster_logger().warning(
+            f"{error}; attempt {state.attempt_number} of {self.retry_attempts}, "
+            f"retrying in {state.next_action.sleep if state.next_action else 0:.1f}s"
+        )
+
+    def _call(self, path: str, params: dict[str, Any], handle, family: str | None = None):
+        """GET base_url/api/path, pass the 200 response to `handle`, with retries and the rate budget."""
+        url = f"{self.base_url}/api/{path}"
+        budget = self._budget(family) if family else None
+
+        def attempt():
+            if budget is not None:
+                budget.acquire()
+            self._counts[path] = self._counts.get(path, 0) + 1
+            try:
+                with self.session.get(url, params=params, stream=True,
+                                      timeout=(min(30.0, self.request_timeout_seconds),
+                                               self.request_timeout_seconds)) as response:
+                    status = response.status_code
+                    if status == 429 or status >= 500:
+                        msg, code = _error_fields(response)
+                        raise RetryableError(path, f"HTTP {status}: {msg}", _retry_after(response), status)
+                    if status >= 400:
+                        msg, code = _error_fields(response)
+                        raise IterableApiError(path, status, msg, code)
+                    return handle(response)
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                raise RetryableError(path, f"connection failed ({type(exc).__name__})") from None
+
+        retrying = Retrying(
+            retry=retry_if_exception(lambda e: isinstance(e, RetryableError)),
+            stop=stop_after_attempt(self.retry_attempts),
+            wait=self._wait,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except RetryableError as exc:
+            raise IterableApiError(path, exc.status, f"{exc.reason}; gave up after {self.retry_attempts} attempts",
+                                   "RetriesExhausted") from None
+
+    def get_json(self, path: str, **params: Any) -> dict:
+        def parse(response: requests.Response) -> dict:
+            try:
+                return response.json()
+            except ValueError:
+                raise RetryableError(path, "the response was not complete JSON") from None
+
+        return self._call(path, params, parse)
+
+    @contextmanager
+    def _spool(self, suffix: str) -> Iterator[Path]:
+        handle, name = tempfile.mkstemp(prefix="iterable-", suffix=suffix, dir=self.spool_dir)
+        os.close(handle)
+        try:
+            yield Path(name)
+        finally:
+            Path(name).unlink(missing_ok=True)
+
+    def _download(self, path: str, params: dict[str, Any], family: str, dest: Path) -> int:
+        """Stream a body into `dest` (rewritten whole on every attempt); return its size in bytes."""
+
+        def write(response: requests.Response) -> int:
+            size = 0
+            with open(dest, "wb") as out:
+                for chunk in response.iter_content(CHUNK_BYTES):
+                    out.write(chunk)
+                    size += len(chunk)
+            return size
+
+        return self._call(path, params, write, family)
+
+    # ---- endpoints ------------------------------------------------------------------------------
+    @contextmanager
+    def export(self, data_type_name: str, start: datetime, end: datetime) -> Iterator[Path]:
+        """One export window [start, end) (UTC) as an NDJSON spool file, removed afterwards."""
+        params = {"dataTypeName": data_type_name, "startDateTime": _utc(start).strftime(REQUEST_FORMAT),
+                  "endDateTime": _utc(end).strftime(REQUEST_FORMAT)}
+        with self._spool(".ndjson") as dest:
+            self._download(EXPORT_PATH, params, "export", dest)
+            yield dest
+
+    @contextmanager
+    def list_users(self, list_id: int | str) -> Iterator[Path]:
+        """A list's members (one email per line) as a text spool file, removed afterwards."""
+        with self._spool(".txt") as dest:
+            self._download(LIST_USERS_PATH, {"listId": str(list_id)}, "list_users", dest)
+            yield dest
+
+    def get_lists(self) -> list[dict]:
+        return self.get_json("lists")["lists"]
+
+    def get_resource(self, path: str, response_key: str) -> list[dict]:
+        if path == "campaigns":
+            return self._paged("campaigns", "campaigns")
+        return self.get_json(path)[response_key]
+
+    def _paged(self, path: str, response_key: str, **filters: Any) -> list[dict]:
+        records: list[dict] = []
+        page = 1
+        while True:
+            body = self.get_json(path, page=page, pageSize=PAGE_SIZE, sort="id", **filters)
+            batch = body.get(response_key) or []
+            records.extend(batch)
+            if not body.get("nextPageUrl") or len(batch) < PAGE_SIZE:
+                return records
+            page += 1
+
+    def get_templates(self) -> list[dict]:
+        """Every template: one listing per templateType x messageMedium, de-duplicated by templateId."""
+        by_id: dict[Any, dict] = {}
+        for template_type in TEMPLATE_TYPES:
+            for medium in MESSAGE_MEDIUMS:
+                for template in self._paged("templates", "templates", templateType=template_type,
+                                            messageMedium=medium):
+                    by_id[template["templateId"]] = template
+        return list(by_id.values())
+
+    def get_metadata(self) -> list[dict]:
+        """tables -> keys (following nextMarker) -> one value record per key."""
+        records = []
+        for table in self.get_json("metadata")["results"]:
+            marker = None
+            while True:
+                params = {"nextMarker": marker} if marker else {}
+                listing = self.get_json(f"metadata/{table['name']}", **params)
+                for item in listing.get("results") or []:
+                    records.append(self.get_json(f"metadata/{item.get('table', table['name'])}/{item['key']}"))
+                marker = listing.get("nextMarker")
+                if not marker:
+                    break
+        return records
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc) if moment.tzinfo else moment

@@ -1,0 +1,331 @@
+"""The only module that writes DuckDB.
+
+Every load reads a spool file with DuckDB's own readers (no Python objects per record) and, in one
+transaction, deletes the rows the load replaces and inserts the new ones, so a failed or killed load
+leaves the old rows. Columns follow the data: a field seen for the first time gets a column, and a
+column whose values change type is widened losslessly (numbers to DOUBLE, otherwise VARCHAR or JSON).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import re
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import duckdb
+
+from iterable_assets.streams import Stream
+
+SCHEMA = "iterable"
+EXPORT_TIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"
+INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                 "UBIGINT"}
+NUMBER_TYPES = INTEGER_TYPES | {"FLOAT", "DOUBLE"}
+NULL_TYPE = '"NULL"'
+
+log = logging.getLogger(__name__)
+
+
+class LoadError(Exception):
+    """A batch that cannot be stored as it is; the table keeps its previous rows."""
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_name(stream_name: str) -> str:
+    return f"{SCHEMA}.{quote(stream_name)}"
+
+
+@contextmanager
+def connect(database: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The warehouse, opened under an exclusive lock: DuckDB allows one writer process per file,
+    so runs of this project take turns instead of failing on DuckDB's own lock."""
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        con = duckdb.connect(database)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+            yield con
+        finally:
+            con.close()
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The existing rows a load replaces: a SQL predicate over the table and its parameters."""
+
+    where: str
+    params: tuple = ()
+
+    @classmethod
+    def everything(cls) -> "Scope":
+        return cls("TRUE")
+
+    @classmethod
+    def window(cls, column: str, start: datetime, end: datetime) -> "Scope":
+        return cls(f"{quote(column)} >= ? AND {quote(column)} < ?", (start, end))
+
+    @classmethod
+    def keys(cls, columns: Sequence[str]) -> "Scope":
+        cols = ", ".join(quote(c) for c in columns)
+        return cls(f"({cols}) IN (SELECT {cols} FROM batch)")
+
+    @classmethod
+    def equals(cls, column: str, value) -> "Scope":
+        return cls(f"{quote(column)} = ?", (value,))
+
+
+# ---- column naming --------------------------------------------------------------------------------
+def column_names(stream: Stream, detected: Sequence[str]) -> dict[str, str]:
+    """Map DuckDB's detected column names to table columns.
+
+    DuckDB names a key that differs from an earlier one only by case `<key>_1`; the key is
+    recovered, then the stream's fixed renames apply, then any remaining case-insensitive
+    collision is resolved by keeping the name that sorts last and prefixing the others with `_`.
+    """
+    lowered = {name.lower() for name in detected}
+    original = {}
+    for name in detected:
+        match = re.fullmatch(r"(.+)_\d+", name)
+        original[name] = match.group(1) if match and match.group(1).lower() in lowered else name
+    target = {name: stream.renames.get(key, key) for name, key in original.items()}
+    groups: dict[str, list[str]] = {}
+    for name, column in target.items():
+        groups.setdefault(column.lower(), []).append(name)
+    for names in groups.values():
+        if len(names) > 1:
+            names.sort(key=lambda n: target[n], reverse=True)
+            keeper = target[names[0]]
+            for rank, name in enumerate(names[1:], start=1):
+                log.warning("%s: field %r collides with %r in a case-insensitive database; stored as %r",
+                            stream.name, target[name], keeper, "_" * rank + keeper)
+                target[name] = "_" * rank + keeper
+    return target
+
+
+def _is_nested(duck_type: str) -> bool:
+    return duck_type.endswith("]") or duck_type.startswith(("STRUCT", "MAP", "UNION"))
+
+
+def _select_list(stream: Stream, described: Sequence[tuple[str, str]]) -> str:
+    """SELECT expressions that turn DuckDB's detected columns into the table's columns."""
+    names = column_names(stream, [name for name, _ in described])
+    exprs = []
+    for name, duck_type in described:
+        src, column = quote(name), names[name]
+        if column in stream.timestamp_fields:
+            if duck_type in NUMBER_TYPES:  # JSON resources: epoch milliseconds
+                expr = f"epoch_ms(CAST({src} AS BIGINT))::TIMESTAMPTZ"
+            elif duck_type == "VARCHAR":  # exports: '2021-04-14 16:48:01 +00:00', or ISO 8601
+                expr = f"COALESCE(try_strptime({src}, '{EXPORT_TIME_FORMAT}'), CAST({src} AS TIMESTAMPTZ))"
+            else:
+                expr = f"CAST({src} AS TIMESTAMPTZ)"
+        elif column in stream.json_string_fields and duck_type == "VARCHAR":
+            # A JSON document sent as a string; a string that is not JSON is kept as a JSON string.
+            expr = f"CASE WHEN json_valid({src}) THEN json({src}) ELSE to_json({src}) END"
+        elif _is_nested(duck_type) or column in stream.json_string_fields:
+            expr = f"to_json({src})"
+        else:
+            expr = src
+        exprs.append(f"{expr} AS {quote(column)}")
+    return ", ".join(exprs)
+
+
+# ---- schema evolution ------------------------------------------------------------------------------
+def _widen(current: str, incoming: str) -> str:
+    if incoming in (current, NULL_TYPE):
+        return current
+    if current in NUMBER_TYPES and incoming in NUMBER_TYPES:
+        return "BIGINT" if current in INTEGER_TYPES and incoming in INTEGER_TYPES else "DOUBLE"
+    if "JSON" in (current, incoming):
+        return "JSON"
+    return "VARCHAR"
+
+
+def _table_types(con: duckdb.DuckDBPyConnection, stream: Stream) -> dict[str, tuple[str, str]]:
+    rows = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+        [SCHEMA, stream.name],
+    ).fetchall()
+    return {name.lower(): (name, data_type) for name, data_type in rows}
+
+
+def _evolve(con: duckdb.DuckDBPyConnection, stream: Stream, incoming: Sequence[tuple[str, str]]) -> str:
+    """Create or widen the table for the incoming (column, type) pairs; return the INSERT's SELECT list."""
+    table = table_name(stream.name)
+    existing = _table_types(con, stream)
+    select = []
+    for column, duck_type in incoming:
+        if column.lower() not in existing:
+            new_type = "JSON" if duck_type == NULL_TYPE else duck_type
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {quote(column)} {new_type}")
+            final = new_type
+        else:
+            name, current = existing[column.lower()]
+            final = _widen(current, duck_type)
+            if final != current:
+                using = f"to_json({quote(name)})" if final == "JSON" else f"CAST({quote(name)} AS {final})"
+                log.warning("%s.%s: values of type %s arrived in a %s column; widening it to %s",
+                            stream.name, name, duck_type, current, final)
+                con.execute(f"ALTER TABLE {table} ALTER COLUMN {quote(name)} SET DATA TYPE {final} USING {using}")
+        if final == duck_type or duck_type == NULL_TYPE:
+            select.append(quote(column))
+        elif final == "JSON":
+            select.append(f"to_json({quote(column)}) AS {quote(column)}")
+        else:
+            select.append(f"CAST({quote(column)} AS {final}) AS {quote(column)}")
+    return ", ".join(select)
+
+
+def _base_columns(stream: Stream) -> str:
+    """Columns every table has, so a stream that is empty so far still has a queryable table."""
+    columns = dict.fromkeys(stream.primary_key, "VARCHAR")
+    if stream.replication_key:
+        columns[stream.replication_key] = "TIMESTAMPTZ"
+    for key in ("id", "templateId", "listId"):
+        if key in columns:
+            columns[key] = "BIGINT"
+    if stream.source == "list_users":
+        columns["updatedAt"] = "TIMESTAMPTZ"
+    if not columns:
+        columns["createdAt"] = "TIMESTAMPTZ"
+    return ", ".join(f"{quote(name)} {duck_type}" for name, duck_type in columns.items())
+
+
+# ---- loads ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoadResult:
+    rows: int  # rows inserted
+    replaced: int  # rows deleted
+
+
+def _read_json(path: Path, full_scan: bool) -> str:
+    sample = ", sample_size = -1" if full_scan else ""
+    return f"read_json('{_sql_path(path)}', format = 'newline_delimited', records = true{sample})"
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _replace(con: duckdb.DuckDBPyConnection, stream: Stream, source_sql: str | None, scope: Scope) -> LoadResult:
+    """In one transaction: delete the scope's rows and insert `source_sql`'s rows (None: no rows).
+
+    A window load must only bring rows inside its window: a row outside it would not be replaced
+    by the next load of that window, so such a batch is refused. A keyed window stream (users)
+    also drops the older versions of the records it loaded.
+    """
+    table = table_name(stream.name)
+    described = []
+    if source_sql is not None:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW batch AS {source_sql}")
+        described = [(row[0], row[1]) for row in con.execute("DESCRIBE SELECT * FROM batch").fetchall()]
+    con.execute("BEGIN TRANSACTION")
+    try:
+        ensure_table(con, stream)
+        select = _evolve(con, stream, described)
+        replaced = con.execute(f"DELETE FROM {table} WHERE {scope.where}", list(scope.params)).fetchone()[0]
+        rows = 0
+        if source_sql is not None:
+            rows = con.execute(f"INSERT INTO {table} BY NAME SELECT {select} FROM batch").fetchone()[0]
+        if stream.write == "window":
+            inside = con.execute(f"SELECT count(*) FROM {table} WHERE {scope.where}", list(scope.params)).fetchone()[0]
+            if inside != rows:
+                raise LoadError(f"{stream.name}: {rows - inside} of {rows} records lie outside the requested "
+                                f"range or have no {stream.replication_key}; nothing was written")
+            if stream.primary_key:
+                _drop_superseded(con, stream, *scope.params)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.execute("DROP VIEW IF EXISTS batch")
+    return LoadResult(rows=rows, replaced=replaced)
+
+
+def load_ndjson(con: duckdb.DuckDBPyConnection, stream: Stream, path: Path, scope: Scope) -> LoadResult:
+    """Replace `scope` with the records of an NDJSON file."""
+    if path.stat().st_size == 0:
+        return _replace(con, stream, None, scope)
+    for full_scan in (False, True):
+        source = f"SELECT {{select}} FROM {_read_json(path, full_scan)}"
+        try:
+            described = con.execute(f"DESCRIBE SELECT * FROM {_read_json(path, full_scan)}").fetchall()
+            select = _select_list(stream, [(row[0], row[1]) for row in described])
+            return _replace(con, stream, source.format(select=select), scope)
+        except duckdb.InvalidInputException as exc:
+            # The sample missed a field or a type seen later in the file: read the whole file to detect.
+            if full_scan or "JSON transform error" not in str(exc):
+                raise LoadError(f"{stream.name}: the response is not valid newline-delimited JSON: {exc}") from None
+        except duckdb.ConversionException as exc:
+            raise LoadError(f"{stream.name}: a value could not be converted: {exc}") from None
+    raise AssertionError("unreachable")
+
+
+def load_records(con: duckdb.DuckDBPyConnection, stream: Stream, records: Iterable[dict], scope: Scope) -> LoadResult:
+    """Replace `scope` with records already parsed from a JSON resource (small by nature)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".ndjson", encoding="utf-8") as spool:
+        for record in records:
+            spool.write(json.dumps(record, ensure_ascii=False) + "\n")
+        spool.flush()
+        return load_ndjson(con, stream, Path(spool.name), scope)
+
+
+def load_list_users(con: duckdb.DuckDBPyConnection, stream: Stream, path: Path, list_id: int,
+                    synced_at: datetime) -> LoadResult:
+    """Replace one list's members with the emails of a getUsers body (one per line)."""
+    source = None
+    if path.stat().st_size:
+        # A view cannot take parameters, so the list id and sync time are written as literals.
+        source = (
+            f"SELECT email, {int(list_id)}::BIGINT AS listId, '{synced_at.isoformat()}'::TIMESTAMPTZ AS updatedAt "
+            f"FROM read_csv('{_sql_path(path)}', header = false, columns = {{'email': 'VARCHAR'}}, delim = '\x01', "
+            "quote = '', escape = '', auto_detect = false, new_line = '\\n', strict_mode = false) "
+            "WHERE email IS NOT NULL AND trim(email) <> ''"
+        )
+    return _replace(con, stream, source, Scope.equals("listId", int(list_id)))
+
+
+def delete_lists(con: duckdb.DuckDBPyConnection, stream: Stream, list_ids: Sequence[int]) -> int:
+    """Remove the members of lists that no longer exist."""
+    if not list_ids or not _table_types(con, stream):
+        return 0
+    placeholders = ", ".join("?" for _ in list_ids)
+    return con.execute(f'DELETE FROM {table_name(stream.name)} WHERE "listId" IN ({placeholders})',
+                       [int(i) for i in list_ids]).fetchone()[0]
+
+
+def _drop_superseded(con: duckdb.DuckDBPyConnection, stream: Stream, start: datetime, end: datetime) -> None:
+    """Drop older versions (from earlier windows) of the keyed records just loaded for [start, end)."""
+    table, rk = table_name(stream.name), quote(stream.replication_key)
+    keys = ", ".join(quote(k) for k in stream.primary_key)
+    con.execute(f"DELETE FROM {table} WHERE {rk} < ? AND ({keys}) IN "
+                f"(SELECT {keys} FROM {table} WHERE {rk} >= ? AND {rk} < ?)", [start, start, end])
+
+
+def max_value(con: duckdb.DuckDBPyConnection, stream: Stream, column: str):
+    if not _table_types(con, stream):
+        return None
+    return con.execute(f"SELECT max({quote(column)}) FROM {table_name(stream.name)}").fetchone()[0]
+
+
+def row_count(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
+    if not _table_types(con, stream):
+        return 0
+    return con.execute(f"SELECT count(*) FROM {table_name(stream.name)}").fetchone()[0]
+
+
+def ensure_table(con: duckdb.DuckDBPyConnection, stream: Stream) -> None:
+    con.execute(f"CREATE TABLE IF NOT EXISTS {table_name(stream.name)} ({_base_columns(stream)})")
