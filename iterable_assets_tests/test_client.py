@@ -1,0 +1,81 @@
+"""The resource's HTTP behaviour: fail fast on 4xx with a clear message, retry 429/5xx/cuts/timeouts."""
+
+import pytest
+
+from iterable_assets.client import IterableApiError, IterableResource
+from iterable_assets.simulator import Fault
+
+from .conftest import API_KEY, utc
+
+
+def client(simulator, tmp_path, **overrides) -> IterableResource:
+    settings = dict(api_key=API_KEY, base_url=simulator.base_url, export_requests_per_minute=600.0,
+                    list_users_requests_per_minute=600.0, rate_window_seconds=1.0, request_timeout_seconds=2.0,
+                    retry_attempts=4, retry_backoff_seconds=0.01, rate_budget_path=str(tmp_path))
+    settings.update(overrides)
+    return IterableResource(**settings)
+
+
+def test_a_bad_key_fails_at_once_with_a_clear_message_without_the_key(simulator, tmp_path):
+    secret = "not-a-real-key-7731"
+    with pytest.raises(IterableApiError) as error:
+        client(simulator, tmp_path, api_key=secret).get_lists()
+    message = str(error.value)
+    assert "GET /api/lists failed with HTTP 401: Invalid API key (code BadApiKey)" in message
+    assert "data center" in message and "server-side" in message
+    assert secret not in message and secret not in repr(error.value)
+    assert len(simulator.requests_to("/api/lists")) == 1  # not retried
+
+
+def test_a_400_fails_at_once_with_iterables_message(simulator, tmp_path):
+    with pytest.raises(IterableApiError) as error:
+        with client(simulator, tmp_path).export("noSuchType", utc(2024, 1, 1), utc(2024, 1, 2)):
+            pass
+    assert "HTTP 400" in str(error.value) and "BadParams" in str(error.value)
+    assert len(simulator.requests_to("/api/export/data.json")) == 1
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_429_and_5xx_are_retried(simulator, tmp_path, status):
+    simulator.inject(Fault(path_prefix="/api/export/data.json", kind="status", status=status, times=2))
+    iterable = client(simulator, tmp_path)
+    with iterable.export("emailOpen", utc(2024, 1, 1), utc(2024, 1, 3)) as spool:
+        lines = spool.read_bytes().splitlines()
+    expected = list(simulator.dataset.export_lines("emailOpen", utc(2024, 1, 1).replace(tzinfo=None),
+                                                   utc(2024, 1, 3).replace(tzinfo=None)))
+    assert lines == [line.rstrip(b"\n") for line in expected]
+    assert [r[4] for r in simulator.requests_to("/api/export/data.json")] == [status, status, 200]
+
+
+def test_retry_after_is_honoured(simulator, tmp_path):
+    import time
+
+    simulator.inject(Fault(path_prefix="/api/lists", kind="status", status=429, times=1, retry_after="0.3"))
+    started = time.monotonic()
+    client(simulator, tmp_path, retry_backoff_seconds=0).get_lists()
+    assert time.monotonic() - started >= 0.3
+
+
+def test_a_cut_body_is_downloaded_again_whole(simulator, tmp_path):
+    simulator.inject(Fault(path_prefix="/api/export/data.json", kind="cut", times=1, after_bytes=500))
+    with client(simulator, tmp_path).export("emailSend", utc(2024, 1, 1), utc(2024, 1, 5)) as spool:
+        body = spool.read_bytes()
+    expected = b"".join(simulator.dataset.export_lines("emailSend", utc(2024, 1, 1).replace(tzinfo=None),
+                                                       utc(2024, 1, 5).replace(tzinfo=None)))
+    assert body == expected
+    assert len(simulator.requests_to("/api/export/data.json")) == 2
+
+
+def test_a_slow_first_byte_times_out_and_is_retried(simulator, tmp_path):
+    simulator.inject(Fault(path_prefix="/api/channels", kind="slow_first_byte", seconds=1.0, times=1))
+    channels = client(simulator, tmp_path, request_timeout_seconds=0.3).get_json("channels")["channels"]
+    assert channels == simulator.dataset.channels()
+    assert len(simulator.requests_to("/api/channels")) == 2
+
+
+def test_retries_give_up_with_a_clear_message(simulator, tmp_path):
+    simulator.inject(Fault(path_prefix="/api/channels", kind="status", status=503, times=None))
+    with pytest.raises(IterableApiError) as error:
+        client(simulator, tmp_path, retry_attempts=3).get_json("channels")
+    assert "HTTP 503" in str(error.value) and "gave up after 3 attempts" in str(error.value)
+    assert len(simulator.requests_to("/api/channels")) == 3
