@@ -1,5 +1,7 @@
 """Schedules and the list-discovery sensor that keep every table fresh."""
 
+from datetime import date, timedelta, timezone
+
 import dagster as dg
 
 from iterable_assets.assets import LISTS_PARTITIONS
@@ -9,15 +11,10 @@ from iterable_assets.streams import CATALOG_STREAMS, EXPORT_STREAMS
 RUNNING = dg.DefaultScheduleStatus.RUNNING
 
 catalog_job = dg.define_asset_job("iterable_catalog_job", selection=[s.name for s in CATALOG_STREAMS])
-list_users_job = dg.define_asset_job(
-    "iterable_list_users_job", selection=["list_users"], partitions_def=LISTS_PARTITIONS
-)
+list_users_job = dg.define_asset_job("iterable_list_users_job", selection=["list_users"])
 
 
-def build_exports_job(partitions: dg.PartitionsDefinition):
-    return dg.define_asset_job(
-        "iterable_exports_job", selection=[s.name for s in EXPORT_STREAMS], partitions_def=partitions
-    )
+exports_job = dg.define_asset_job("iterable_exports_job", selection=[s.name for s in EXPORT_STREAMS])
 
 
 # Daily, in UTC: catalog tables (lists included) first, then every list's members, then the
@@ -46,10 +43,16 @@ def list_users_schedule(context: dg.ScheduleEvaluationContext):
     ]
 
 
-def build_exports_schedule(exports_job) -> dg.ScheduleDefinition:
-    return dg.build_schedule_from_partitioned_job(
-        exports_job, hour_of_day=3, minute_of_hour=0, name="iterable_exports_daily", default_status=RUNNING
-    )
+def build_exports_schedule(start_date: date) -> dg.ScheduleDefinition:
+    @dg.schedule(name="iterable_exports_daily", job=exports_job, cron_schedule="0 3 * * *",
+                 execution_timezone="UTC", default_status=RUNNING)
+    def exports_schedule(context: dg.ScheduleEvaluationContext):
+        day = context.scheduled_execution_time.astimezone(timezone.utc).date() - timedelta(days=1)
+        if day < start_date:
+            return dg.SkipReason(f"no complete day since ITERABLE_START_DATE ({start_date}) yet")
+        return dg.RunRequest(partition_key=day.isoformat(), run_key=day.isoformat())
+
+    return exports_schedule
 
 
 @dg.sensor(

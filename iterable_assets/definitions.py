@@ -30,13 +30,11 @@ def build_resources(settings: Settings) -> dict:
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    assets = build_assets(settings.start_date)
-    exports_job = automation.build_exports_job(assets[2].partitions_def)
     return dg.Definitions(
-        assets=assets,
-        jobs=[automation.catalog_job, automation.list_users_job, exports_job],
+        assets=build_assets(settings.start_date),
+        jobs=[automation.catalog_job, automation.list_users_job, automation.exports_job],
         schedules=[automation.catalog_schedule, automation.list_users_schedule,
-                   automation.build_exports_schedule(exports_job)],
+                   automation.build_exports_schedule(settings.start_date)],
         sensors=[automation.lists_sensor],
         resources=build_resources(settings),
     )

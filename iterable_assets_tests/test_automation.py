@@ -1,0 +1,69 @@
+"""Schedules and the list-discovery sensor, evaluated without a daemon."""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from iterable_assets import automation
+from iterable_assets.assets import LISTS_PARTITIONS
+from iterable_assets.definitions import build_definitions
+from iterable_assets.settings import load_settings
+
+
+def schedule(defs, name):
+    return defs.resolve_schedule_def(name)
+
+
+def test_every_table_has_a_daily_schedule_on_by_default():
+    defs = build_definitions(load_settings({"ITERABLE_START_DATE": "2024-01-01"}))
+    covered = set()
+    for name in ["iterable_catalog_daily", "iterable_list_users_daily", "iterable_exports_daily"]:
+        sched = schedule(defs, name)
+        assert sched.default_status == dg.DefaultScheduleStatus.RUNNING
+        job = defs.resolve_job_def(sched.job_name)
+        covered |= {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
+    assert len(covered) == 16
+
+
+def test_exports_schedule_requests_the_latest_complete_day():
+    defs = build_definitions(load_settings({"ITERABLE_START_DATE": "2024-01-01"}))
+    sched = schedule(defs, "iterable_exports_daily")
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(instance=instance,
+                                            scheduled_execution_time=datetime(2024, 3, 10, 3, 0, tzinfo=timezone.utc))
+        request = sched(context)
+        early = sched(dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(
+            2024, 1, 1, 3, 0, tzinfo=timezone.utc)))
+    assert request.partition_key == "2024-03-09"
+    assert isinstance(early, dg.SkipReason)
+
+
+def test_list_users_schedule_requests_one_run_per_list():
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(LISTS_PARTITIONS.name, ["11", "12"])
+        context = dg.build_schedule_context(instance=instance,
+                                            scheduled_execution_time=datetime(2024, 3, 10, 2, 30, tzinfo=timezone.utc))
+        requests = automation.list_users_schedule(context)
+    assert sorted(r.partition_key for r in requests) == ["11", "12"]
+
+
+def test_sensor_adds_new_lists_and_requests_their_runs_then_reacts_to_deletions(project):
+    from .test_client import client
+
+    iterable = client(project.simulator, project.budget_dir)
+    ids = sorted(str(x["id"]) for x in project.dataset.lists())
+    def tick():
+        with dg.build_sensor_context(instance=project.instance, resources={"iterable": iterable}) as context:
+            return automation.lists_sensor(context)
+
+    result = tick()
+    assert sorted(result.dynamic_partitions_requests[0].partition_keys) == ids
+    assert sorted(r.partition_key for r in result.run_requests) == ids
+    project.instance.add_dynamic_partitions(LISTS_PARTITIONS.name, ids)
+
+    quiet = tick()
+    assert quiet.run_requests == [] and list(quiet.dynamic_partitions_requests[0].partition_keys) == []
+
+    project.dataset.delete_list(int(ids[0]))
+    after = tick()
+    assert [r.job_name for r in after.run_requests] == [automation.catalog_job.name]
