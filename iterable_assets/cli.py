@@ -45,23 +45,24 @@ class TableReport:
     ok: bool = True
 
 
-def _record_steps(instance: dg.DagsterInstance, result, reports: dict[str, TableReport]) -> None:
+def _record_run(instance: dg.DagsterInstance, result, reports: dict[str, TableReport]) -> None:
+    """Add a run's step durations, outcomes and export request counts to the per-table reports."""
     for stats in instance.get_run_step_stats(result.run_id):
         report = reports.get(stats.step_key)
-        if report is None or stats.end_time is None or stats.start_time is None:
+        if report is None:
             continue
-        report.seconds += stats.end_time - stats.start_time
+        if stats.start_time is not None and stats.end_time is not None:
+            report.seconds += stats.end_time - stats.start_time
         report.ok = report.ok and stats.status.value == "SUCCESS"
+    counted = set()
     for event in result.get_asset_materialization_events():
-        materialization = event.step_materialization_data.materialization
-        name = materialization.asset_key.path[-1]
-        requests = materialization.metadata.get("export_requests")
-        if requests is not None and name in reports:
-            reports[name].export_requests += requests.value
-    if not result.success:
-        for stats in instance.get_run_step_stats(result.run_id):
-            if stats.step_key in reports and stats.status.value != "SUCCESS":
-                reports[stats.step_key].ok = False
+        # A range run materializes every day of the range with the same metadata: count it once.
+        if event.step_key in counted or event.step_key not in reports:
+            continue
+        counted.add(event.step_key)
+        requests = event.step_materialization_data.materialization.metadata.get("export_requests")
+        if requests is not None:
+            reports[event.step_key].export_requests += requests.value
 
 
 def sync(settings: Settings, tables: list[str], start: date, end: date) -> list[TableReport]:
@@ -78,7 +79,7 @@ def sync(settings: Settings, tables: list[str], start: date, end: date) -> list[
     def run(selection: list[str], **kwargs):
         result = dg.materialize(assets, selection=selection, instance=instance, resources=resources,
                                 raise_on_error=False, **kwargs)
-        _record_steps(instance, result, reports)
+        _record_run(instance, result, reports)
         return result
 
     catalog = [n for n in tables if STREAMS_BY_NAME[n].source in ("resource", "templates", "metadata")]
