@@ -17,10 +17,11 @@ def schedule(defs, name):
 def test_every_table_has_a_daily_schedule_on_by_default():
     defs = build_definitions(load_settings({"ITERABLE_START_DATE": "2024-01-01"}))
     covered = set()
-    for name in ["iterable_catalog_daily", "iterable_list_users_daily", "iterable_exports_daily"]:
-        sched = schedule(defs, name)
-        assert sched.default_status == dg.DefaultScheduleStatus.RUNNING
-        job = defs.resolve_job_def(sched.job_name)
+    with dg.instance_for_test():  # resolving definitions reads the current instance
+        jobs = {name: defs.resolve_job_def(schedule(defs, name).job_name) for name in
+                ["iterable_catalog_daily", "iterable_list_users_daily", "iterable_exports_daily"]}
+    for name, job in jobs.items():
+        assert schedule(defs, name).default_status == dg.DefaultScheduleStatus.RUNNING
         covered |= {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
     assert len(covered) == 16
 

@@ -29,7 +29,9 @@ def test_definitions_load_with_no_environment_variable(tmp_path):
 
 def test_sixteen_assets_with_bare_keys():
     defs = build_definitions(load_settings({}))
-    assert sorted(key.to_user_string() for key in defs.resolve_all_asset_keys()) == TABLES
+    # Resolving definitions reads the current instance; an earlier test's instance may be gone.
+    with dg.instance_for_test():
+        assert sorted(key.to_user_string() for key in defs.resolve_all_asset_keys()) == TABLES
 
 
 def test_pools_partitions_and_backfill_policy():

@@ -16,10 +16,10 @@ import random
 import threading
 import time as _time
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
 
 EXPORT_DATA_TYPES = (
     "emailBounce", "emailClick", "emailComplaint", "emailOpen", "emailSend",
@@ -74,13 +74,17 @@ def _fields(obj: dict) -> str:
     return _j(obj)[1:-1] + "," if obj else ""
 
 
+_WEBKIT = "AppleWebKit/537.36 (KHTML, like Gecko)"
 _AGENTS = [_fields({"userAgent": ua, "userAgentDevice": dev, **extra}) for ua, dev, extra in (
-    ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/88.0.4324.150 Safari/537.36", "Linux", {}),
-    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36", "Windows", {}),
-    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148", "iPhone", {}),
-    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Safari/605.1.15", "Mac", {}),
-    ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36", "Android", {}),
-    ("Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)", "Gmail", {"proxySource": "Gmail"}),
+    (f"Mozilla/5.0 (X11; Linux x86_64) {_WEBKIT} Chrome/88.0.4324.150 Safari/537.36", "Linux", {}),
+    (f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) {_WEBKIT} Chrome/120.0 Safari/537.36", "Windows", {}),
+    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+     "iPhone", {}),
+    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0",
+     "Mac", {}),
+    (f"Mozilla/5.0 (Linux; Android 14; Pixel 8) {_WEBKIT} Chrome/120.0 Mobile Safari/537.36", "Android", {}),
+    ("Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)", "Gmail",
+     {"proxySource": "Gmail"}),
 )]
 _LOCATIONS = [_fields(loc) for loc in (
     {"city": "Kyiv", "country": "Ukraine", "region": "30"},
@@ -120,9 +124,10 @@ def _email_send(r, d, t, s, u, c, skip=False):
         return (f'{{"email":{u[0]},"createdAt":"{d} {_HMS[s]} +00:00","campaignId":{c[0]},"templateId":{c[1]},'
                 f'"messageId":"{r.getrandbits(128):032x}","messageTypeId":{c[2]},"channelId":{c[3]},'
                 f'"contentId":{c[4]},"reason":{_SKIP_REASONS[int(r.random() * len(_SKIP_REASONS))]}{tx}}}\n')
-    bus = f"{r.getrandbits(128):032x}"
+    b = f"{r.getrandbits(128):032x}"
     return (f'{{"email":{u[0]},"messageTypeId":{c[2]},"catalogLookupCount":0,"templateId":{c[1]},'
-            f'"messageBusId":"0100{t + s * 1000 + int(x * 1000):012x}-{bus[:8]}-{bus[8:12]}-{bus[12:16]}-{bus[16:20]}-{bus[20:]}-000000",'
+            f'"messageBusId":"0100{t + s * 1000 + int(x * 1000):012x}-'
+            f'{b[:8]}-{b[8:12]}-{b[12:16]}-{b[16:20]}-{b[20:]}-000000",'
             f'"messageId":"{r.getrandbits(128):032x}","createdAt":"{d} {_HMS[s]} +00:00","catalogCollectionCount":0,'
             f'"campaignId":{c[0]},"channelId":{c[3]},"productRecommendationCount":0,"contentId":{c[4]}{tx}}}\n')
 
@@ -193,8 +198,10 @@ def _fmt(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S +00:00")
 
 
-def _utc(dt: datetime) -> datetime:
-    """Naive UTC (naive input is taken to be UTC already)."""
+def _utc(dt: datetime | date) -> datetime:
+    """Naive UTC (naive input is taken to be UTC already; a date means its midnight)."""
+    if not isinstance(dt, datetime):
+        return datetime.combine(dt, time())
     return dt.astimezone(timezone.utc).replace(tzinfo=None) if dt.tzinfo else dt
 
 
@@ -236,13 +243,15 @@ class Dataset:
         self._build_lists()
         self._build_templates_and_campaigns()
         self._build_metadata()
+        day_ms, t0_ms = 86_400_000, _ms(self._t0)
         self._message_types = [
-            {"id": i, "createdAt": _ms(self._t0) - 400 * 86_400_000 + n * 3_600_000, "updatedAt": _ms(self._t0) - 300 * 86_400_000,
+            {"id": i, "createdAt": t0_ms - 400 * day_ms + n * 3_600_000, "updatedAt": t0_ms - 300 * day_ms,
              "name": name, "channelId": channel, "subscriptionPolicy": policy}
             for n, (i, name, channel, policy) in enumerate(_MESSAGE_TYPES)]
         # Pre-encoded JSON fragments for the hot export loop.
-        self._event_users = [(_j(u["email"]), _j(u["ip"]), _j(u["userId"]), u["subscribeFields"], _j(u["emailListIds"][:1]))
-                             for u in self._users]
+        self._event_users = [
+            (_j(u["email"]), _j(u["ip"]), _j(u["userId"]), u["subscribeFields"], _j(u["emailListIds"][:1]))
+            for u in self._users]
         email = [c for c in self._campaigns.values() if c["messageMedium"] == "Email"] or list(self._campaigns.values())
         channel_of = {mt[0]: mt[2] for mt in _MESSAGE_TYPES}
         self._event_campaigns = [
@@ -315,7 +324,8 @@ class Dataset:
         for k in range(cfg.campaigns):
             tpl = usable[k % len(usable)]
             blast = tpl["templateType"] in ("Blast", "Base")
-            state = r.choice(("Finished", "Finished", "Scheduled", "Draft") if blast else ("Running", "Running", "Ready", "Draft"))
+            state = r.choice(("Finished", "Finished", "Scheduled", "Draft") if blast
+                             else ("Running", "Running", "Ready", "Draft"))
             updated = self._spread_ms(r)
             created = updated - int(r.random() * 30 * 86_400_000)
             camp = {"id": 2220001 + k, "createdAt": created, "updatedAt": updated,
@@ -344,7 +354,8 @@ class Dataset:
             for k in range(cfg.metadata_keys_per_table):
                 key = f"{table[:3]}{k + 1:04d}" if n else f"sku{k + 1:04d}"
                 price = r.randint(5, 200)
-                value = {"id": key, "sku": key, "name": f"{r.choice(('Red', 'Blue', 'Green'))} {r.choice(('Shirt', 'Mug', 'Lamp'))} {k + 1}",
+                name = f"{r.choice(('Red', 'Blue', 'Green'))} {r.choice(('Shirt', 'Mug', 'Lamp'))} {k + 1}"
+                value = {"id": key, "sku": key, "name": name,
                          "description": "Cotton tee, \"classic\" fit", "price": price, "compare_at_price": price * 1.2,
                          "discount": r.randint(0, 5), "inventory": r.randint(0, 100), "product_type": "shirt",
                          "product_id": f"p-{n + 1}-{k + 1}", "vendor": "Acme", "handle": f"item-{k + 1}",
@@ -425,7 +436,7 @@ class Dataset:
             if lo <= 0 and hi >= _DAY_SECONDS:
                 yield lines
             else:
-                yield [line for s, line in zip(secs, lines) if lo <= s < hi]
+                yield [line for s, line in zip(secs, lines, strict=True) if lo <= s < hi]
 
     def export_lines(self, data_type_name: str, start: datetime, end: datetime) -> Iterator[bytes]:
         """NDJSON lines (each ending in b"\\n") with createdAt (profileUpdatedAt for user) in [start, end)."""
@@ -449,7 +460,7 @@ class Dataset:
         if self.config.cache_dir is None:
             yield from self._generate_chunks(name, start, end, chunk_size)
             return
-        cfg = dataclasses.replace(self.config, cache_dir=None)
+        cfg = dataclasses.replace(self.config, cache_dir=None, events_per_day=float(self.config.events_per_day))
         key = hashlib.sha256(repr((_CACHE_VERSION, cfg, name, start, end)).encode()).hexdigest()[:20]
         path = Path(self.config.cache_dir) / f"{name}-{key}.ndjson"
         if path.exists():
@@ -543,7 +554,8 @@ class Dataset:
             list_id, self._next_list_id = self._next_list_id, self._next_list_id + 1
             r = self._rng("added-list", list_id)
             members = sorted(r.sample(range(len(self._users)), min(len(self._users), r.randint(3, 8))))
-            self._lists[list_id] = {"id": list_id, "name": name, "createdAt": int(_time.time() * 1000), "listType": "Standard"}
+            self._lists[list_id] = {"id": list_id, "name": name, "createdAt": int(_time.time() * 1000),
+                                    "listType": "Standard"}
             self._members[list_id] = [self._users[i]["email"] for i in members]
             return dict(self._lists[list_id])
 

@@ -1,0 +1,6 @@
+"""A loopback simulator of the Iterable REST API, backed by a deterministic dataset."""
+
+from .data import EXPORT_DATA_TYPES, Dataset, SimulatorConfig
+from .server import Fault, RequestRecord, Simulator
+
+__all__ = ["EXPORT_DATA_TYPES", "Dataset", "Fault", "RequestRecord", "Simulator", "SimulatorConfig"]
