@@ -22,6 +22,7 @@ from pydantic import PrivateAttr
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from iterable_assets.rate_budget import RateBudget
+from iterable_assets.spool import NdjsonSpool
 from iterable_assets.streams import MESSAGE_MEDIUMS, TEMPLATE_TYPES
 
 EXPORT_PATH = "export/data.json"
@@ -206,13 +207,29 @@ class IterableResource(dg.ConfigurableResource):
 
     # ---- endpoints ------------------------------------------------------------------------------
     @contextmanager
-    def export(self, data_type_name: str, start: datetime, end: datetime) -> Iterator[Path]:
-        """One export window [start, end) (UTC) as an NDJSON spool file, removed afterwards."""
-        params = {"dataTypeName": data_type_name, "startDateTime": _utc(start).strftime(REQUEST_FORMAT),
-                  "endDateTime": _utc(end).strftime(REQUEST_FORMAT)}
-        with self._spool(".ndjson") as dest:
-            self._download(EXPORT_PATH, params, "export", dest)
-            yield dest
+    def export(self, data_type_name: str, start: datetime, end: datetime) -> Iterator[NdjsonSpool]:
+        """One export window [start, end) (UTC), spooled to disk as it streams; removed afterwards.
+
+        A body cut short is downloaded again from the start, so the spool only ever holds a
+        complete response."""
+        params = {
+            "dataTypeName": data_type_name,
+            "startDateTime": _utc(start).strftime(REQUEST_FORMAT),
+            "endDateTime": _utc(end).strftime(REQUEST_FORMAT),
+        }
+        with tempfile.TemporaryDirectory(prefix="iterable-export-", dir=self.spool_dir) as folder:
+            spool = NdjsonSpool(Path(folder))
+
+            def write(response: requests.Response) -> None:
+                spool.reset()
+                try:
+                    for chunk in response.iter_content(CHUNK_BYTES):
+                        spool.write(chunk)
+                finally:
+                    spool.close()
+
+            self._call(EXPORT_PATH, params, write, "export")
+            yield spool
 
     @contextmanager
     def list_users(self, list_id: int | str) -> Iterator[Path]:

@@ -21,6 +21,7 @@ from typing import Iterable, Iterator, Sequence
 
 import duckdb
 
+from iterable_assets.spool import PART_LINES, NdjsonSpool
 from iterable_assets.streams import Stream
 
 SCHEMA = "iterable"
@@ -55,6 +56,8 @@ def connect(database: str) -> Iterator[duckdb.DuckDBPyConnection]:
         con = duckdb.connect(database)
         try:
             con.execute("SET TimeZone = 'UTC'")
+            # Row order within a table carries no meaning; dropping it lets loads run in parallel.
+            con.execute("SET preserve_insertion_order = false")
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
             yield con
         finally:
@@ -210,9 +213,10 @@ class LoadResult:
     replaced: int  # rows deleted
 
 
-def _read_json(path: Path, full_scan: bool) -> str:
-    sample = ", sample_size = -1" if full_scan else ""
-    return f"read_json('{_sql_path(path)}', format = 'newline_delimited', records = true{sample})"
+def _read_json(parts: Sequence[Path]) -> str:
+    files = ", ".join(f"'{_sql_path(p)}'" for p in parts)
+    return (f"read_json([{files}], format = 'newline_delimited', records = true, union_by_name = true, "
+            f"sample_size = {PART_LINES})")
 
 
 def _sql_path(path: Path) -> str:
@@ -255,32 +259,29 @@ def _replace(con: duckdb.DuckDBPyConnection, stream: Stream, source_sql: str | N
     return LoadResult(rows=rows, replaced=replaced)
 
 
-def load_ndjson(con: duckdb.DuckDBPyConnection, stream: Stream, path: Path, scope: Scope) -> LoadResult:
-    """Replace `scope` with the records of an NDJSON file."""
-    if path.stat().st_size == 0:
+def load_ndjson(con: duckdb.DuckDBPyConnection, stream: Stream, spool: NdjsonSpool, scope: Scope) -> LoadResult:
+    """Replace `scope` with the records of a spooled NDJSON body."""
+    if not spool.size:
         return _replace(con, stream, None, scope)
-    for full_scan in (False, True):
-        source = f"SELECT {{select}} FROM {_read_json(path, full_scan)}"
-        try:
-            described = con.execute(f"DESCRIBE SELECT * FROM {_read_json(path, full_scan)}").fetchall()
-            select = _select_list(stream, [(row[0], row[1]) for row in described])
-            return _replace(con, stream, source.format(select=select), scope)
-        except duckdb.InvalidInputException as exc:
-            # The sample missed a field or a type seen later in the file: read the whole file to detect.
-            if full_scan or "JSON transform error" not in str(exc):
-                raise LoadError(f"{stream.name}: the response is not valid newline-delimited JSON: {exc}") from None
-        except duckdb.ConversionException as exc:
-            raise LoadError(f"{stream.name}: a value could not be converted: {exc}") from None
-    raise AssertionError("unreachable")
+    reader = _read_json(spool.parts)
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
+        select = _select_list(stream, [(row[0], row[1]) for row in described])
+        return _replace(con, stream, f"SELECT {select} FROM {reader}", scope)
+    except duckdb.InvalidInputException as exc:
+        raise LoadError(f"{stream.name}: the response is not valid newline-delimited JSON: {exc}") from None
+    except duckdb.ConversionException as exc:
+        raise LoadError(f"{stream.name}: a value could not be converted: {exc}") from None
 
 
 def load_records(con: duckdb.DuckDBPyConnection, stream: Stream, records: Iterable[dict], scope: Scope) -> LoadResult:
     """Replace `scope` with records already parsed from a JSON resource (small by nature)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".ndjson", encoding="utf-8") as spool:
+    with tempfile.TemporaryDirectory(prefix="iterable-records-") as folder:
+        spool = NdjsonSpool(Path(folder))
         for record in records:
-            spool.write(json.dumps(record, ensure_ascii=False) + "\n")
-        spool.flush()
-        return load_ndjson(con, stream, Path(spool.name), scope)
+            spool.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+        spool.close()
+        return load_ndjson(con, stream, spool, scope)
 
 
 def load_list_users(con: duckdb.DuckDBPyConnection, stream: Stream, path: Path, list_id: int,

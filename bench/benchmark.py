@@ -1,0 +1,178 @@
+"""Side-by-side benchmarks, each against its baseline in the same run.
+
+  ingest: one email_send export window through the real asset (simulator -> spool -> DuckDB),
+          against DuckDB's own read_json of the same NDJSON bytes from a local file.
+          Each side runs in a fresh process; reported: records/s, peak RSS, ratio.
+  budget: a backfill of all nine export streams with the simulator enforcing a compressed
+          limit (4 exports per 6 s) and the project configured to match; reported: wall time
+          against the floor the limit allows, and the 429s received.
+
+Usage: python bench/benchmark.py ingest [--records 500000] [--repeat 3]
+       python bench/benchmark.py budget [--repeat 1]
+"""
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DAY = date(2024, 1, 1)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---- one side of the ingest benchmark, in its own process ------------------------------------------
+def child_baseline(body: str, database: str) -> dict:
+    import duckdb
+
+    con = duckdb.connect(database)
+    started = time.perf_counter()
+    con.execute(f"CREATE TABLE t AS SELECT * FROM read_json('{body}', format = 'newline_delimited')")
+    seconds = time.perf_counter() - started
+    rows = con.execute("SELECT count(*) FROM t").fetchone()[0]
+    con.close()
+    return {"seconds": seconds, "rows": rows, "rss_mb": peak_rss_mb()}
+
+
+def child_asset(base_url: str, database: str, spool_dir: str) -> dict:
+    import dagster as dg
+    from dagster_duckdb import DuckDBResource
+
+    from iterable_assets.assets import build_assets
+    from iterable_assets.client import IterableResource
+
+    resources = {"iterable": IterableResource(api_key="bench-key", base_url=base_url, rate_budget_path=spool_dir,
+                                              spool_dir=spool_dir),
+                 "duckdb": DuckDBResource(database=database)}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(build_assets(DAY), selection=["email_send"], partition_key=DAY.isoformat(),
+                                resources=resources, instance=instance,
+                                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        stats = instance.get_run_step_stats(result.run_id)[0]
+        metadata = result.asset_materializations_for_node("email_send")[0].metadata
+    return {"seconds": stats.end_time - stats.start_time, "rows": metadata["dagster/row_count"].value,
+            "download": metadata["download_seconds"].value, "load": metadata["load_seconds"].value,
+            "rss_mb": peak_rss_mb()}
+
+
+def run_child(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---- ingest -----------------------------------------------------------------------------------------
+def ingest(records: int, repeat: int) -> None:
+    import requests
+
+    from iterable_assets.simulator import Dataset, Simulator, SimulatorConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        dataset = Dataset(SimulatorConfig(seed=5, start=DAY, end=DAY + timedelta(days=1), events_per_day=records,
+                                          users=20000, cache_dir=tmp / "cache"))
+        with Simulator(dataset, api_keys={"bench-key": "full"}) as sim:
+            body = tmp / "body.ndjson"
+            with requests.get(f"{sim.base_url}/api/export/data.json", stream=True, headers={"Api-Key": "bench-key"},
+                              params={"dataTypeName": "emailSend", "startDateTime": f"{DAY} 00:00:00",
+                                      "endDateTime": f"{DAY + timedelta(days=1)} 00:00:00"}) as response:
+                with open(body, "wb") as out:
+                    for chunk in response.iter_content(1 << 20):
+                        out.write(chunk)
+            size_mb = body.stat().st_size / 1e6
+            print(f"ingest: one email_send window, {size_mb:.0f} MB of NDJSON, {repeat} runs per side", flush=True)
+            ours, base = [], []
+            for i in range(repeat):
+                for path in tmp.glob("*.duckdb*"):
+                    path.unlink()
+                base.append(run_child("_baseline", str(body), str(tmp / f"base{i}.duckdb")))
+                ours.append(run_child("_asset", sim.base_url, str(tmp / f"ours{i}.duckdb"), str(tmp)))
+                print(f"  run {i + 1}: read_json {base[-1]['seconds']:.2f} s, asset step {ours[-1]['seconds']:.2f} s "
+                      f"(download {ours[-1]['download']:.2f} s, load {ours[-1]['load']:.2f} s)", flush=True)
+    rows = ours[0]["rows"]
+    assert all(r["rows"] == rows for r in ours + base), "both sides must load every record"
+    med = {name: {k: statistics.median(r[k] for r in runs) for k in ("seconds", "rss_mb")}
+           for name, runs in (("read_json", base), ("asset", ours))}
+    print(f"| side | records | median s | records/s | peak RSS MB |\n|---|---|---|---|---|")
+    for name, m in med.items():
+        print(f"| {name} | {rows:,} | {m['seconds']:.2f} | {rows / m['seconds']:,.0f} | {m['rss_mb']:.0f} |")
+    print(f"ratio (asset records/s / read_json records/s): {med['read_json']['seconds'] / med['asset']['seconds']:.2f}")
+
+
+# ---- budget -----------------------------------------------------------------------------------------
+def budget(repeat: int, days: int, window_days: int) -> None:
+    from iterable_assets.simulator import Dataset, Simulator, SimulatorConfig
+    from iterable_assets.streams import EXPORT_STREAMS
+
+    limit, period = 4, 6.0
+    requests_needed = len(EXPORT_STREAMS) * math.ceil(days / window_days)
+    floor = (math.ceil(requests_needed / limit) - 1) * period
+    print(f"budget: {len(EXPORT_STREAMS)} export streams x {days} days at window {window_days} = "
+          f"{requests_needed} requests; limit {limit} per {period:g} s -> floor {floor:.0f} s", flush=True)
+    spans, walls, all_429 = [], [], []
+    for i in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            home = tmp / "home"
+            home.mkdir()
+            (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+            dataset = Dataset(SimulatorConfig(seed=9, start=DAY, end=DAY + timedelta(days=days), events_per_day=50))
+            with Simulator(dataset, api_keys={"bench-key": "full"}, rate_limits={"export": (limit, period)}) as sim:
+                env = dict(os.environ, DAGSTER_HOME=str(home), ITERABLE_API_KEY="bench-key",
+                           ITERABLE_BASE_URL=sim.base_url, ITERABLE_START_DATE=DAY.isoformat(),
+                           ITERABLE_WINDOW_DAYS=str(window_days), ITERABLE_RATE_WINDOW_SECONDS=str(period),
+                           ITERABLE_EXPORT_REQUESTS_PER_MINUTE=str(limit * 60 / period),
+                           ITERABLE_DUCKDB_PATH=str(tmp / "w.duckdb"))
+                last = DAY + timedelta(days=days - 1)
+                started = time.monotonic()
+                subprocess.run([str(Path(sys.executable).parent / "iterable-assets"), "sync", "--select",
+                                ",".join(s.name for s in EXPORT_STREAMS), "--start", DAY.isoformat(),
+                                "--end", last.isoformat()], env=env, check=True, capture_output=True, cwd=tmp)
+                walls.append(time.monotonic() - started)
+                exports = sim.requests_to("/api/export/data.json")
+                accepted = [r.monotonic for r in exports if r.status == 200]
+                assert len(accepted) == requests_needed, f"{len(accepted)} exports served"
+                spans.append(max(accepted) - min(accepted))
+                all_429.append(sum(1 for r in exports if r.status == 429))
+                print(f"  run {i + 1}: first to last export request {spans[-1]:.1f} s; whole `iterable-assets sync` "
+                      f"process {walls[-1]:.1f} s; 429s {all_429[-1]}", flush=True)
+    span, wall = statistics.median(spans), statistics.median(walls)
+    print("| requests | floor s | first-to-last request s (median) | / floor | whole process s (median) | 429s |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {requests_needed} | {floor:.1f} | {span:.1f} | {span / floor:.3f} | {wall:.1f} | {sum(all_429)} |")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_baseline":
+        print(json.dumps(child_baseline(*sys.argv[2:])))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_asset":
+        print(json.dumps(child_asset(*sys.argv[2:])))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", choices=["ingest", "budget", "all"])
+    parser.add_argument("--records", type=int, default=500_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--days", type=int, default=28)
+    parser.add_argument("--window-days", type=int, default=7)
+    args = parser.parse_args()
+    if args.which in ("ingest", "all"):
+        ingest(args.records, args.repeat)
+    if args.which in ("budget", "all"):
+        budget(args.repeat, args.days, args.window_days)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The DuckDB writer on hand-made bodies: exact types past DuckDB's sample, new fields, widening,
+renames, empty bodies, windows that bring stray rows, and the transaction on failure."""
+
+import json
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from iterable_assets import warehouse
+from iterable_assets.spool import PART_LINES, NdjsonSpool
+from iterable_assets.streams import STREAMS_BY_NAME
+from iterable_assets.warehouse import LoadError, Scope
+
+DAY = datetime(2024, 1, 1, tzinfo=timezone.utc)
+WINDOW = Scope.window("createdAt", DAY, DAY + timedelta(days=1))
+SEND = STREAMS_BY_NAME["email_send"]
+
+
+def spool_of(tmp_path, records, chunk_bytes=4096) -> NdjsonSpool:
+    body = b"".join(json.dumps(r).encode() + b"\n" for r in records)
+    spool = NdjsonSpool(Path(tempfile.mkdtemp(dir=tmp_path)))
+    for i in range(0, len(body), chunk_bytes):  # lines cut across chunks, as on the wire
+        spool.write(body[i:i + chunk_bytes])
+    spool.close()
+    return spool
+
+
+def event(i, **fields):
+    return {"email": f"u{i}@x.io", "createdAt": (DAY + timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S +00:00"),
+            **fields}
+
+
+def load(tmp_path, records, stream=SEND, scope=WINDOW):
+    with warehouse.connect(str(tmp_path / "w.duckdb")) as con:
+        return warehouse.load_ndjson(con, stream, spool_of(tmp_path, records), scope)
+
+
+def query(tmp_path, sql):
+    with warehouse.connect(str(tmp_path / "w.duckdb")) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_spool_parts_hold_whole_lines_and_at_most_the_sample_size(tmp_path):
+    records = [event(i) for i in range(PART_LINES * 2 + 5)]
+    spool = spool_of(tmp_path, records, chunk_bytes=1000)
+    counts = [len(p.read_bytes().splitlines()) for p in spool.parts]
+    assert counts == [PART_LINES, PART_LINES, 5]
+    assert b"".join(p.read_bytes() for p in spool.parts) == b"".join(json.dumps(r).encode() + b"\n" for r in records)
+
+
+def test_values_and_fields_after_duckdbs_sample_are_kept_exactly(tmp_path):
+    records = [event(i, hrefIndex=1) for i in range(PART_LINES + 10)]
+    records[-1] = event(PART_LINES + 9, hrefIndex=2.5, lateField="seen late")
+    records[-2] = event(PART_LINES + 8, hrefIndex="7")
+    assert load(tmp_path, records).rows == len(records)
+    kinds = dict(query(tmp_path, "SELECT column_name, data_type FROM information_schema.columns "
+                                 "WHERE table_name = 'email_send'"))
+    assert kinds["lateField"] == "VARCHAR"
+    values = query(tmp_path, 'SELECT "hrefIndex", "lateField" FROM iterable.email_send ORDER BY "createdAt" DESC LIMIT 2')
+    assert values == [("2.5", "seen late"), ('"7"', None)]  # mixed types are kept as JSON
+
+
+def test_a_column_is_widened_when_a_later_window_changes_its_type(tmp_path):
+    load(tmp_path, [event(1, campaignId=5)])
+    later = Scope.window("createdAt", DAY + timedelta(days=1), DAY + timedelta(days=2))
+    load(tmp_path, [event(86400 + 1, campaignId=5.5), event(86400 + 2, campaignId=7)], scope=later)
+    assert query(tmp_path, 'SELECT "campaignId" FROM iterable.email_send ORDER BY "createdAt"') == [(5.0,), (5.5,), (7.0,)]
+    even_later = Scope.window("createdAt", DAY + timedelta(days=2), DAY + timedelta(days=3))
+    load(tmp_path, [event(2 * 86400 + 1, campaignId="abc")], scope=even_later)
+    assert query(tmp_path, 'SELECT "campaignId" FROM iterable.email_send ORDER BY "createdAt"') == [
+        ("5.0",), ("5.5",), ("7.0",), ("abc",)]
+
+
+def test_timestamps_json_strings_and_nested_values(tmp_path):
+    load(tmp_path, [event(1, transactionalData='{"sku": "a1", "price": 25}', tags=["a"], meta={"k": 1}),
+                    event(2, transactionalData="not json")])
+    rows = query(tmp_path, 'SELECT "createdAt", "transactionalData", tags, meta FROM iterable.email_send ORDER BY 1')
+    assert rows[0][0] == DAY + timedelta(seconds=1)
+    assert json.loads(rows[0][1]) == {"sku": "a1", "price": 25}
+    assert (rows[0][2], rows[0][3]) == ('["a"]', '{"k":1}')
+    assert rows[1][1] == '"not json"'  # kept, as a JSON string
+
+
+def test_an_empty_body_clears_the_window_and_creates_the_table(tmp_path):
+    load(tmp_path, [event(1)])
+    assert load(tmp_path, []).replaced == 1
+    assert query(tmp_path, "SELECT count(*) FROM iterable.email_send") == [(0,)]
+    complaint = STREAMS_BY_NAME["email_complaint"]
+    load(tmp_path, [], complaint)  # a stream that has never had a record still gets its table
+    assert query(tmp_path, "SELECT count(*) FROM iterable.email_complaint") == [(0,)]
+
+
+def test_a_record_outside_the_window_refuses_the_batch_and_keeps_the_old_rows(tmp_path):
+    load(tmp_path, [event(1), event(2)])
+    with pytest.raises(LoadError, match="1 of 2 records lie outside the requested range"):
+        load(tmp_path, [event(3), event(86400 * 3)])
+    assert query(tmp_path, "SELECT count(*) FROM iterable.email_send") == [(2,)]
+
+
+def test_a_malformed_line_fails_the_window_and_keeps_the_old_rows(tmp_path):
+    load(tmp_path, [event(1)])
+    with warehouse.connect(str(tmp_path / "w.duckdb")) as con:
+        folder = tmp_path / "bad"
+        folder.mkdir()
+        spool = NdjsonSpool(folder)
+        spool.write(json.dumps(event(2)).encode() + b'\n{"email": "broken\n')
+        spool.close()
+        with pytest.raises(LoadError, match="not valid newline-delimited JSON"):
+            warehouse.load_ndjson(con, SEND, spool, WINDOW)
+    assert query(tmp_path, "SELECT email FROM iterable.email_send") == [("u1@x.io",)]
+
+
+def test_case_collisions_in_users_and_elsewhere(tmp_path):
+    users = STREAMS_BY_NAME["users"]
+    scope = Scope.window("profileUpdatedAt", DAY, DAY + timedelta(days=1))
+    stamp = (DAY + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S +00:00")
+    load(tmp_path, [{"email": "a@x.io", "profileUpdatedAt": stamp, "industry": "retail", "Industry": "Retail",
+                     "offers.intro APR": [3], "offers.Intro APR": [4], "Foo": 1, "foo": 2}], users, scope)
+    row = query(tmp_path, 'SELECT industry, _industry, "offers.intro APR", "_offers.intro APR", foo, _foo '
+                          'FROM iterable.users')
+    assert row == [("retail", "Retail", "[3]", "[4]", 2, 1)]
+
+
+def test_users_keep_one_row_per_email(tmp_path):
+    users = STREAMS_BY_NAME["users"]
+    day1 = Scope.window("profileUpdatedAt", DAY, DAY + timedelta(days=1))
+    day2 = Scope.window("profileUpdatedAt", DAY + timedelta(days=1), DAY + timedelta(days=2))
+    load(tmp_path, [{"email": "a@x.io", "profileUpdatedAt": "2024-01-01 05:00:00 +00:00", "v": 1}], users, day1)
+    load(tmp_path, [{"email": "a@x.io", "profileUpdatedAt": "2024-01-02 05:00:00 +00:00", "v": 2}], users, day2)
+    assert query(tmp_path, "SELECT email, v FROM iterable.users") == [("a@x.io", 2)]
