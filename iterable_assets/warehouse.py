@@ -30,6 +30,7 @@ INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYIN
                  "UBIGINT"}
 NUMBER_TYPES = INTEGER_TYPES | {"FLOAT", "DOUBLE"}
 NULL_TYPE = '"NULL"'
+TIMESTAMPTZ = "TIMESTAMP WITH TIME ZONE"
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class Scope:
 
     where: str
     params: tuple = ()
+    uses_batch: bool = False  # the predicate reads the incoming rows (table `batch`)
 
     @classmethod
     def everything(cls) -> "Scope":
@@ -82,7 +84,7 @@ class Scope:
     @classmethod
     def keys(cls, columns: Sequence[str]) -> "Scope":
         cols = ", ".join(quote(c) for c in columns)
-        return cls(f"({cols}) IN (SELECT {cols} FROM batch)")
+        return cls(f"({cols}) IN (SELECT {cols} FROM batch)", uses_batch=True)
 
     @classmethod
     def equals(cls, column: str, value) -> "Scope":
@@ -90,6 +92,17 @@ class Scope:
 
 
 # ---- column naming --------------------------------------------------------------------------------
+def source_keys(detected: Sequence[str]) -> dict[str, str]:
+    """The JSON key behind each column name DuckDB detected (it names a key that differs from an
+    earlier one only by case `<key>_1`)."""
+    lowered = {name.lower() for name in detected}
+    keys = {}
+    for name in detected:
+        match = re.fullmatch(r"(.+)_\d+", name)
+        keys[name] = match.group(1) if match and match.group(1).lower() in lowered else name
+    return keys
+
+
 def column_names(stream: Stream, detected: Sequence[str]) -> dict[str, str]:
     """Map DuckDB's detected column names to table columns.
 
@@ -97,12 +110,7 @@ def column_names(stream: Stream, detected: Sequence[str]) -> dict[str, str]:
     recovered, then the stream's fixed renames apply, then any remaining case-insensitive
     collision is resolved by keeping the name that sorts last and prefixing the others with `_`.
     """
-    lowered = {name.lower() for name in detected}
-    original = {}
-    for name in detected:
-        match = re.fullmatch(r"(.+)_\d+", name)
-        original[name] = match.group(1) if match and match.group(1).lower() in lowered else name
-    target = {name: stream.renames.get(key, key) for name, key in original.items()}
+    target = {name: stream.renames.get(key, key) for name, key in source_keys(detected).items()}
     groups: dict[str, list[str]] = {}
     for name, column in target.items():
         groups.setdefault(column.lower(), []).append(name)
@@ -121,13 +129,16 @@ def _is_nested(duck_type: str) -> bool:
     return duck_type.endswith("]") or duck_type.startswith(("STRUCT", "MAP", "UNION"))
 
 
-def _select_list(stream: Stream, described: Sequence[tuple[str, str]]) -> str:
-    """SELECT expressions that turn DuckDB's detected columns into the table's columns."""
+def _select_list(stream: Stream, described: Sequence[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
+    """SELECT expressions that turn DuckDB's detected columns into the table's columns, and the
+    (column, type) pairs they yield."""
     names = column_names(stream, [name for name, _ in described])
-    exprs = []
+    exprs, columns = [], []
     for name, duck_type in described:
         src, column = quote(name), names[name]
+        out_type = duck_type
         if column in stream.timestamp_fields:
+            out_type = TIMESTAMPTZ
             if duck_type in NUMBER_TYPES:  # JSON resources: epoch milliseconds
                 expr = f"epoch_ms(CAST({src} AS BIGINT))::TIMESTAMPTZ"
             elif duck_type == "VARCHAR":  # exports: '2021-04-14 16:48:01 +00:00', or ISO 8601
@@ -136,13 +147,14 @@ def _select_list(stream: Stream, described: Sequence[tuple[str, str]]) -> str:
                 expr = f"CAST({src} AS TIMESTAMPTZ)"
         elif column in stream.json_string_fields and duck_type == "VARCHAR":
             # A JSON document sent as a string; a string that is not JSON is kept as a JSON string.
-            expr = f"CASE WHEN json_valid({src}) THEN json({src}) ELSE to_json({src}) END"
+            expr, out_type = f"CASE WHEN json_valid({src}) THEN json({src}) ELSE to_json({src}) END", "JSON"
         elif _is_nested(duck_type) or column in stream.json_string_fields:
-            expr = f"to_json({src})"
+            expr, out_type = f"to_json({src})", "JSON"
         else:
             expr = src
         exprs.append(f"{expr} AS {quote(column)}")
-    return ", ".join(exprs)
+        columns.append((column, out_type))
+    return ", ".join(exprs), columns
 
 
 # ---- schema evolution ------------------------------------------------------------------------------
@@ -213,36 +225,44 @@ class LoadResult:
     replaced: int  # rows deleted
 
 
-def _read_json(parts: Sequence[Path]) -> str:
-    files = ", ".join(f"'{_sql_path(p)}'" for p in parts)
-    return (f"read_json([{files}], format = 'newline_delimited', records = true, union_by_name = true, "
-            f"sample_size = {PART_LINES})")
+def _read_json(parts: Sequence[Path], columns: str | None = None) -> str:
+    files = ", ".join(_sql_string(str(p)) for p in parts)
+    options = f"columns = {{{columns}}}" if columns else f"union_by_name = true, sample_size = {PART_LINES}"
+    return f"read_json([{files}], format = 'newline_delimited', records = true, {options})"
 
 
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
-def _replace(con: duckdb.DuckDBPyConnection, stream: Stream, source_sql: str | None, scope: Scope) -> LoadResult:
-    """In one transaction: delete the scope's rows and insert `source_sql`'s rows (None: no rows).
+@dataclass(frozen=True)
+class Batch:
+    """Incoming rows: a query that is read once, and the (column, type) pairs it yields."""
+
+    sql: str
+    columns: Sequence[tuple[str, str]]
+
+
+def _replace(con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope, batch: Batch | None) -> LoadResult:
+    """In one transaction: delete the scope's rows and insert the batch (None: no rows).
 
     A window load must only bring rows inside its window: a row outside it would not be replaced
     by the next load of that window, so such a batch is refused. A keyed window stream (users)
     also drops the older versions of the records it loaded.
     """
     table = table_name(stream.name)
-    described = []
-    if source_sql is not None:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW batch AS {source_sql}")
-        described = [(row[0], row[1]) for row in con.execute("DESCRIBE SELECT * FROM batch").fetchall()]
+    source = batch.sql if batch else None
+    if batch and scope.uses_batch:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS {batch.sql}")
+        source = "SELECT * FROM batch"
     con.execute("BEGIN TRANSACTION")
     try:
         ensure_table(con, stream)
-        select = _evolve(con, stream, described)
+        select = _evolve(con, stream, batch.columns if batch else [])
         replaced = con.execute(f"DELETE FROM {table} WHERE {scope.where}", list(scope.params)).fetchone()[0]
         rows = 0
-        if source_sql is not None:
-            rows = con.execute(f"INSERT INTO {table} BY NAME SELECT {select} FROM batch").fetchone()[0]
+        if source is not None:
+            rows = con.execute(f"INSERT INTO {table} BY NAME SELECT {select} FROM ({source})").fetchone()[0]
         if stream.write == "window":
             inside = con.execute(f"SELECT count(*) FROM {table} WHERE {scope.where}", list(scope.params)).fetchone()[0]
             if inside != rows:
@@ -255,19 +275,27 @@ def _replace(con: duckdb.DuckDBPyConnection, stream: Stream, source_sql: str | N
         con.execute("ROLLBACK")
         raise
     finally:
-        con.execute("DROP VIEW IF EXISTS batch")
+        con.execute("DROP TABLE IF EXISTS batch")
     return LoadResult(rows=rows, replaced=replaced)
 
 
 def load_ndjson(con: duckdb.DuckDBPyConnection, stream: Stream, spool: NdjsonSpool, scope: Scope) -> LoadResult:
-    """Replace `scope` with the records of a spooled NDJSON body."""
+    """Replace `scope` with the records of a spooled NDJSON body.
+
+    One pass detects every key and type (each part is sampled whole); the insert then reads the
+    parts with those columns declared, so DuckDB does not detect twice. Keys that differ only by
+    case cannot be declared, so such a body is detected again by the insert."""
     if not spool.size:
-        return _replace(con, stream, None, scope)
-    reader = _read_json(spool.parts)
+        return _replace(con, stream, scope, None)
     try:
-        described = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
-        select = _select_list(stream, [(row[0], row[1]) for row in described])
-        return _replace(con, stream, f"SELECT {select} FROM {reader}", scope)
+        described = [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {_read_json(spool.parts)}").fetchall()]
+        keys = source_keys([name for name, _ in described])
+        reader = _read_json(spool.parts)
+        if all(key == name for name, key in keys.items()):
+            declared = ", ".join(f"{_sql_string(name)}: {_sql_string(kind)}" for name, kind in described)
+            reader = _read_json(spool.parts, declared)
+        select, columns = _select_list(stream, described)
+        return _replace(con, stream, scope, Batch(f"SELECT {select} FROM {reader}", columns))
     except duckdb.InvalidInputException as exc:
         raise LoadError(f"{stream.name}: the response is not valid newline-delimited JSON: {exc}") from None
     except duckdb.ConversionException as exc:
@@ -292,11 +320,12 @@ def load_list_users(con: duckdb.DuckDBPyConnection, stream: Stream, path: Path, 
         # A view cannot take parameters, so the list id and sync time are written as literals.
         source = (
             f"SELECT email, {int(list_id)}::BIGINT AS listId, '{synced_at.isoformat()}'::TIMESTAMPTZ AS updatedAt "
-            f"FROM read_csv('{_sql_path(path)}', header = false, columns = {{'email': 'VARCHAR'}}, delim = '\x01', "
+            f"FROM read_csv({_sql_string(str(path))}, header = false, columns = {{'email': 'VARCHAR'}}, delim = '\x01', "
             "quote = '', escape = '', auto_detect = false, new_line = '\\n', strict_mode = false) "
             "WHERE email IS NOT NULL AND trim(email) <> ''"
         )
-    return _replace(con, stream, source, Scope.equals("listId", int(list_id)))
+    batch = Batch(source, [("email", "VARCHAR"), ("listId", "BIGINT"), ("updatedAt", TIMESTAMPTZ)]) if source else None
+    return _replace(con, stream, Scope.equals("listId", int(list_id)), batch)
 
 
 def delete_lists(con: duckdb.DuckDBPyConnection, stream: Stream, list_ids: Sequence[int]) -> int:
