@@ -228,8 +228,11 @@ class IterableResource(dg.ConfigurableResource):
                 finally:
                     spool.close()
 
-            self._call(EXPORT_PATH, params, write, "export")
-            yield spool
+            try:
+                self._call(EXPORT_PATH, params, write, "export")
+                yield spool
+            finally:
+                spool.shutdown()
 
     @contextmanager
     def list_users(self, list_id: int | str) -> Iterator[Path]:

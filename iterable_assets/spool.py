@@ -1,15 +1,52 @@
-"""NDJSON spooled to disk in parts small enough for DuckDB to type every record.
+"""NDJSON spooled to disk in parts, each typed by DuckDB while the rest is still downloading.
 
 DuckDB's JSON reader infers column types from a sample of each file and then casts later
-records leniently (a 2.5 after a sample of integers becomes 2; a key it did not sample fails the
-read). Parts of at most `PART_LINES` lines, read together with `union_by_name`, are each sampled
-whole, so the inferred types and keys cover every record. Bytes go to disk as they arrive.
+records leniently (a 2.5 after a sample of integers becomes 2, "7" becomes 7). Parts of at most
+`PART_LINES` lines are each sampled whole, so their detected keys and types cover every record;
+`columns()` merges them into one declaration that reads every value without loss. Typing runs on
+a background thread as each part completes, so it overlaps the download.
 """
 
+import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Sequence
+
+import duckdb
 
 PART_LINES = 20_480  # DuckDB's default JSON sample size, passed explicitly when reading
+NULL_TYPE = '"NULL"'
+INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT")  # narrow to wide
+UNSIGNED_TYPES = {"UTINYINT": "SMALLINT", "USMALLINT": "INTEGER", "UINTEGER": "BIGINT", "UBIGINT": "HUGEINT"}
+NUMBER_TYPES = {*INTEGER_TYPES, *UNSIGNED_TYPES, "FLOAT", "DOUBLE"}
+TEXT_TYPES = {"VARCHAR", "DATE", "TIME", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "UUID"}
+
+
+def is_nested(duck_type: str) -> bool:
+    return duck_type.endswith("]") or duck_type.startswith(("STRUCT", "MAP", "UNION"))
+
+
+def widen(current: str, incoming: str) -> str:
+    """The narrowest type that holds values of both types without loss."""
+    if incoming in (current, NULL_TYPE):
+        return current
+    if current == NULL_TYPE:
+        return incoming
+    if is_nested(current) or is_nested(incoming):
+        return "JSON"
+    if current in NUMBER_TYPES and incoming in NUMBER_TYPES:
+        if "FLOAT" in (current, incoming) or "DOUBLE" in (current, incoming):
+            return "DOUBLE"
+        a, b = (INTEGER_TYPES.index(UNSIGNED_TYPES.get(t, t)) for t in (current, incoming))
+        return INTEGER_TYPES[max(a, b)]
+    if current in TEXT_TYPES and incoming in TEXT_TYPES:
+        return "VARCHAR"  # dates and timestamps detected from strings read back as the same strings
+    return "JSON"  # e.g. numbers and strings: JSON keeps each value and its kind
+
+
+def _read_one(path: Path) -> str:
+    literal = "'" + str(path).replace("'", "''") + "'"
+    return f"read_json({literal}, format = 'newline_delimited', records = true, sample_size = {PART_LINES})"
 
 
 class NdjsonSpool:
@@ -19,6 +56,9 @@ class NdjsonSpool:
         self.size = 0
         self._out: BinaryIO | None = None
         self._lines = 0
+        self._typer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-typer")
+        self._types: list[Future] = []
+        self._con: duckdb.DuckDBPyConnection | None = None
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -40,13 +80,42 @@ class NdjsonSpool:
             data = data[cut + 1 :]
 
     def close(self) -> None:
+        """End the current part (if any) and queue it for typing."""
         if self._out is not None:
             self._out.close()
             self._out = None
+            self._types.append(self._typer.submit(self._describe, self.parts[-1]))
+
+    def _describe(self, path: Path) -> list[tuple[str, str]]:
+        if self._con is None:
+            self._con = duckdb.connect()
+        return [(row[0], row[1]) for row in self._con.execute(f"DESCRIBE SELECT * FROM {_read_one(path)}").fetchall()]
+
+    def columns(self) -> Sequence[tuple[str, str]] | None:
+        """Every key of the body with a type that reads all its values without loss, in order of
+        first appearance; None when keys differ only by case (DuckDB cannot declare those)."""
+        merged: dict[str, str] = {}
+        for future in self._types:
+            for name, duck_type in future.result():
+                merged[name] = widen(merged.get(name, NULL_TYPE), duck_type)
+        lowered = {name.lower() for name in merged}
+        if len(lowered) < len(merged) or any(
+            (m := re.fullmatch(r"(.+)_\d+", name)) and m.group(1).lower() in lowered for name in merged
+        ):
+            return None
+        return [(name, "JSON" if is_nested(kind) or kind == NULL_TYPE else kind) for name, kind in merged.items()]
 
     def reset(self) -> None:
         """Discard everything written (a retried download starts over)."""
         self.close()
+        for future in self._types:
+            future.exception()  # wait: the file is about to go
         for path in self.parts:
             path.unlink(missing_ok=True)
-        self.parts, self.size = [], 0
+        self.parts, self.size, self._types = [], 0, []
+
+    def shutdown(self) -> None:
+        self.close()
+        self._typer.shutdown(wait=True)
+        if self._con is not None:
+            self._con.close()

@@ -3,7 +3,7 @@
 Every load reads a spool file with DuckDB's own readers (no Python objects per record) and, in one
 transaction, deletes the rows the load replaces and inserts the new ones, so a failed or killed load
 leaves the old rows. Columns follow the data: a field seen for the first time gets a column, and a
-column whose values change type is widened losslessly (numbers to DOUBLE, otherwise VARCHAR or JSON).
+column whose values change type is widened without loss (see `spool.widen`).
 """
 
 from __future__ import annotations
@@ -21,16 +21,13 @@ from typing import Iterable, Iterator, Sequence
 
 import duckdb
 
-from iterable_assets.spool import PART_LINES, NdjsonSpool
+from iterable_assets.spool import NULL_TYPE, NUMBER_TYPES, PART_LINES, NdjsonSpool, is_nested, widen
 from iterable_assets.streams import Stream
 
 SCHEMA = "iterable"
 EXPORT_TIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"
-INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
-                 "UBIGINT"}
-NUMBER_TYPES = INTEGER_TYPES | {"FLOAT", "DOUBLE"}
-NULL_TYPE = '"NULL"'
 TIMESTAMPTZ = "TIMESTAMP WITH TIME ZONE"
+MEMORY_LIMIT = "192MB"
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +56,8 @@ def connect(database: str) -> Iterator[duckdb.DuckDBPyConnection]:
             con.execute("SET TimeZone = 'UTC'")
             # Row order within a table carries no meaning; dropping it lets loads run in parallel.
             con.execute("SET preserve_insertion_order = false")
+            # Bounded memory whatever the window's size: DuckDB spills to <database>.tmp beyond it.
+            con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
             yield con
         finally:
@@ -125,10 +124,6 @@ def column_names(stream: Stream, detected: Sequence[str]) -> dict[str, str]:
     return target
 
 
-def _is_nested(duck_type: str) -> bool:
-    return duck_type.endswith("]") or duck_type.startswith(("STRUCT", "MAP", "UNION"))
-
-
 def _select_list(stream: Stream, described: Sequence[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
     """SELECT expressions that turn DuckDB's detected columns into the table's columns, and the
     (column, type) pairs they yield."""
@@ -148,7 +143,7 @@ def _select_list(stream: Stream, described: Sequence[tuple[str, str]]) -> tuple[
         elif column in stream.json_string_fields and duck_type == "VARCHAR":
             # A JSON document sent as a string; a string that is not JSON is kept as a JSON string.
             expr, out_type = f"CASE WHEN json_valid({src}) THEN json({src}) ELSE to_json({src}) END", "JSON"
-        elif _is_nested(duck_type) or column in stream.json_string_fields:
+        elif is_nested(duck_type) or column in stream.json_string_fields:
             expr, out_type = f"to_json({src})", "JSON"
         else:
             expr = src
@@ -158,16 +153,6 @@ def _select_list(stream: Stream, described: Sequence[tuple[str, str]]) -> tuple[
 
 
 # ---- schema evolution ------------------------------------------------------------------------------
-def _widen(current: str, incoming: str) -> str:
-    if incoming in (current, NULL_TYPE):
-        return current
-    if current in NUMBER_TYPES and incoming in NUMBER_TYPES:
-        return "BIGINT" if current in INTEGER_TYPES and incoming in INTEGER_TYPES else "DOUBLE"
-    if "JSON" in (current, incoming):
-        return "JSON"
-    return "VARCHAR"
-
-
 def _table_types(con: duckdb.DuckDBPyConnection, stream: Stream) -> dict[str, tuple[str, str]]:
     rows = con.execute(
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
@@ -188,7 +173,7 @@ def _evolve(con: duckdb.DuckDBPyConnection, stream: Stream, incoming: Sequence[t
             final = new_type
         else:
             name, current = existing[column.lower()]
-            final = _widen(current, duck_type)
+            final = widen(current, duck_type)
             if final != current:
                 using = f"to_json({quote(name)})" if final == "JSON" else f"CAST({quote(name)} AS {final})"
                 log.warning("%s.%s: values of type %s arrived in a %s column; widening it to %s",
@@ -280,20 +265,17 @@ def _replace(con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope, batch
 
 
 def load_ndjson(con: duckdb.DuckDBPyConnection, stream: Stream, spool: NdjsonSpool, scope: Scope) -> LoadResult:
-    """Replace `scope` with the records of a spooled NDJSON body.
-
-    One pass detects every key and type (each part is sampled whole); the insert then reads the
-    parts with those columns declared, so DuckDB does not detect twice. Keys that differ only by
-    case cannot be declared, so such a body is detected again by the insert."""
+    """Replace `scope` with the records of a spooled NDJSON body, reading it with the columns
+    the spool detected (every key, types that hold every value)."""
     if not spool.size:
         return _replace(con, stream, scope, None)
     try:
-        described = [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {_read_json(spool.parts)}").fetchall()]
-        keys = source_keys([name for name, _ in described])
-        reader = _read_json(spool.parts)
-        if all(key == name for name, key in keys.items()):
-            declared = ", ".join(f"{_sql_string(name)}: {_sql_string(kind)}" for name, kind in described)
-            reader = _read_json(spool.parts, declared)
+        described = spool.columns()
+        if described is None:  # keys that differ only by case: let DuckDB detect (and suffix) them
+            reader = _read_json(spool.parts)
+            described = [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
+        else:
+            reader = _read_json(spool.parts, ", ".join(f"{_sql_string(n)}: {_sql_string(t)}" for n, t in described))
         select, columns = _select_list(stream, described)
         return _replace(con, stream, scope, Batch(f"SELECT {select} FROM {reader}", columns))
     except duckdb.InvalidInputException as exc:
@@ -306,10 +288,13 @@ def load_records(con: duckdb.DuckDBPyConnection, stream: Stream, records: Iterab
     """Replace `scope` with records already parsed from a JSON resource (small by nature)."""
     with tempfile.TemporaryDirectory(prefix="iterable-records-") as folder:
         spool = NdjsonSpool(Path(folder))
-        for record in records:
-            spool.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
-        spool.close()
-        return load_ndjson(con, stream, spool, scope)
+        try:
+            for record in records:
+                spool.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+            spool.close()
+            return load_ndjson(con, stream, spool, scope)
+        finally:
+            spool.shutdown()
 
 
 def load_list_users(con: duckdb.DuckDBPyConnection, stream: Stream, path: Path, list_id: int,

@@ -501,7 +501,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             for chunk in chunks:
                 if chunk:  # an empty chunk would terminate the body
-                    self.wfile.write(b"%X\r\n%b\r\n" % (len(chunk), chunk))
+                    self.wfile.write(b"%X\r\n" % len(chunk))
+                    self.wfile.write(chunk)
+                    self.wfile.write(b"\r\n")
         finally:
             getattr(body, "close", lambda: None)()  # end generators promptly (e.g. unfinished cache files)
         if kind == "cut":
