@@ -7,7 +7,9 @@ records leniently (a 2.5 after a sample of integers becomes 2, "7" becomes 7). P
 a background thread as each part completes, so it overlaps the download.
 """
 
+import os
 import re
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Sequence
@@ -15,6 +17,7 @@ from typing import BinaryIO, Sequence
 import duckdb
 
 PART_LINES = 20_480  # DuckDB's default JSON sample size, passed explicitly when reading
+TYPER_THREADS = max(1, min(4, os.cpu_count() or 1))
 NULL_TYPE = '"NULL"'
 INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT")  # narrow to wide
 UNSIGNED_TYPES = {"UTINYINT": "SMALLINT", "USMALLINT": "INTEGER", "UINTEGER": "BIGINT", "UBIGINT": "HUGEINT"}
@@ -56,9 +59,10 @@ class NdjsonSpool:
         self.size = 0
         self._out: BinaryIO | None = None
         self._lines = 0
-        self._typer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-typer")
+        self._typer = ThreadPoolExecutor(max_workers=TYPER_THREADS, thread_name_prefix="spool-typer")
         self._types: list[Future] = []
-        self._con: duckdb.DuckDBPyConnection | None = None
+        self._local = threading.local()  # one in-memory DuckDB connection per typing thread
+        self._connections: list[duckdb.DuckDBPyConnection] = []
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -87,9 +91,11 @@ class NdjsonSpool:
             self._types.append(self._typer.submit(self._describe, self.parts[-1]))
 
     def _describe(self, path: Path) -> list[tuple[str, str]]:
-        if self._con is None:
-            self._con = duckdb.connect()
-        return [(row[0], row[1]) for row in self._con.execute(f"DESCRIBE SELECT * FROM {_read_one(path)}").fetchall()]
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = duckdb.connect(config={"threads": 1})
+            self._connections.append(con)
+        return [(row[0], row[1]) for row in con.execute(f"DESCRIBE SELECT * FROM {_read_one(path)}").fetchall()]
 
     def columns(self) -> Sequence[tuple[str, str]] | None:
         """Every key of the body with a type that reads all its values without loss, in order of
@@ -117,5 +123,5 @@ class NdjsonSpool:
     def shutdown(self) -> None:
         self.close()
         self._typer.shutdown(wait=True)
-        if self._con is not None:
-            self._con.close()
+        for con in self._connections:
+            con.close()
