@@ -1,6 +1,13 @@
+import subprocess
+import sys
 import time
 
+import pytest
+
 from iterable_assets.rate_budget import RateBudget
+from iterable_assets.simulator import Dataset, Simulator
+
+from .conftest import API_KEY, small_config
 
 
 def test_capacity_and_period_follow_the_rate_and_window(tmp_path):
@@ -31,3 +38,36 @@ def test_buckets_are_independent(tmp_path):
     assert a.try_acquire() == 0
     assert a.try_acquire() > 0
     assert b.try_acquire() == 0
+
+
+WORKER = """
+import sys
+from datetime import datetime, timedelta, timezone
+from iterable_assets.client import IterableResource
+base_url, budget_dir, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+client = IterableResource(api_key="test-key-5f0c1d", base_url=base_url, export_requests_per_minute=240.0,
+                          rate_window_seconds=1.0, retry_attempts=1, rate_budget_path=budget_dir)
+day = datetime(2024, 1, 1, tzinfo=timezone.utc)
+for i in range(count):
+    with client.export("emailBounce", day + timedelta(days=i), day + timedelta(days=i + 1)):
+        pass
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_started_together_share_one_budget(tmp_path):
+    """4 exports per rolling second, enforced by the simulator; two processes of 6 requests each."""
+    dataset = Dataset(small_config(events_per_day=2))
+    with Simulator(dataset, api_keys={API_KEY: "full"}, rate_limits={"export": (4, 1.0)}) as sim:
+        started = time.monotonic()
+        workers = [subprocess.Popen([sys.executable, "-c", WORKER, sim.base_url, str(tmp_path), "6"])
+                   for _ in range(2)]
+        assert [w.wait(timeout=60) for w in workers] == [0, 0]
+        elapsed = time.monotonic() - started
+        log = sim.requests_to("/api/export/data.json")
+    assert [r.status for r in log].count(429) == 0
+    accepted = sorted(r.monotonic for r in log if r.status == 200)
+    assert len(accepted) == 12
+    busiest = max(sum(1 for t in accepted if first <= t < first + 1.0) for first in accepted)
+    assert busiest <= 4
+    assert elapsed >= 2.0  # 12 requests at 4 per second need at least two full windows after the first four
