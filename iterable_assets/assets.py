@@ -53,7 +53,7 @@ def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition) -> dg.Ass
     ) -> dg.MaterializeResult:
         window = context.partition_time_window
         requests_before = iterable.requests_made(EXPORT_PATH)
-        rows = windows = size = 0
+        rows = windows = size = rejected = 0
         download_seconds = load_seconds = 0.0
         for start, end in export_windows(_utc(window.start), _utc(window.end), iterable.window_days):
             started = time.monotonic()
@@ -65,6 +65,7 @@ def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition) -> dg.Ass
             download_seconds += downloaded - started
             load_seconds += time.monotonic() - downloaded
             rows += loaded.rows
+            rejected += loaded.rejected
             windows += 1
             context.log.info(
                 f"{stream.name} [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}): "
@@ -76,6 +77,7 @@ def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition) -> dg.Ass
                 "export_requests": iterable.requests_made(EXPORT_PATH) - requests_before,
                 "windows": windows,
                 "bytes_downloaded": size,
+                "rejected_lines": rejected,  # lines that were not JSON objects: see iterable._rejected_records
                 "download_seconds": round(download_seconds, 3),  # includes waiting for the rate budget
                 "load_seconds": round(load_seconds, 3),
             }

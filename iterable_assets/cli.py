@@ -39,6 +39,52 @@ def ensure_dagster_home() -> Path:
     return home
 
 
+# ---- recover -----------------------------------------------------------------------------------------
+def _run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The process that executes a run's steps, as its first engine event records it."""
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        data = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        pid = data.metadata.get("pid") if data is not None and data.metadata else None
+        if pid is not None:
+            return int(pid.value)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """A run whose process died (killed, out of memory, machine restarted) stays STARTED and keeps
+    its pool slot, which blocks every later export. Mark such runs of this machine failed and free
+    their slots; return their ids."""
+    recovered = []
+    live = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING])
+    for run in instance.get_runs(filters=live):
+        pid = _run_pid(instance, run.run_id)
+        if pid is None or _alive(pid):
+            continue
+        instance.report_run_failed(run, message=f"The run's process ({pid}) is gone; marked failed by "
+                                                "`iterable-assets recover`, which freed its pool slots.")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        recovered.append(run.run_id)
+    return recovered
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        recovered = recover_dead_runs(instance)
+    print(f"recovered {len(recovered)} run(s) whose process was gone" + "".join(f"\n  {r}" for r in recovered))
+    return 0
+
+
 # ---- sync ------------------------------------------------------------------------------------------
 @dataclass
 class TableReport:
@@ -79,6 +125,8 @@ def sync(settings: Settings, tables: list[str], start: date, end: date) -> list[
     resources = defs.resources
     reports = {name: TableReport(name) for name in tables}
     instance = dg.DagsterInstance.get()
+    for run_id in recover_dead_runs(instance):  # a killed earlier run must not hold the export pool
+        print(f"freed the pool slots of run {run_id}, whose process was gone", file=sys.stderr)
 
     def run(selection: list[str], **kwargs):
         # The console shows warnings and errors; the full log is in the instance (the UI).
@@ -251,8 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser = commands.add_parser("demo", help="sync all tables from the bundled simulator into local DuckDB")
     demo_parser.add_argument("--days", type=int, default=7, help="days of export data to sync (default 7)")
     commands.add_parser("dev", help="the simulator plus `dagster dev` (UI on http://localhost:3000)")
+    commands.add_parser("recover", help="mark runs whose process died as failed and free their pool slots")
     args = parser.parse_args(argv)
-    handler = {"check": cmd_check, "sync": cmd_sync, "demo": cmd_demo, "dev": cmd_dev}[args.command]
+    handler = {"check": cmd_check, "sync": cmd_sync, "demo": cmd_demo, "dev": cmd_dev, "recover": cmd_recover}[
+        args.command]
     try:
         return handler(args)
     except SettingsError as exc:

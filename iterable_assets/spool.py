@@ -17,6 +17,9 @@ from typing import BinaryIO, Sequence
 import duckdb
 
 PART_LINES = 20_480  # DuckDB's default JSON sample size, passed explicitly when reading
+# The largest record DuckDB reads (its default is 16 MiB); it buffers twice this per thread, within
+# the memory limit. A longer line is set aside verbatim (see warehouse.load_ndjson).
+MAX_RECORD_BYTES = 32 << 20
 TYPER_THREADS = max(1, min(4, os.cpu_count() or 1))
 NULL_TYPE = '"NULL"'
 INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT")  # narrow to wide
@@ -49,7 +52,8 @@ def widen(current: str, incoming: str) -> str:
 
 def _read_one(path: Path) -> str:
     literal = "'" + str(path).replace("'", "''") + "'"
-    return f"read_json({literal}, format = 'newline_delimited', records = true, sample_size = {PART_LINES})"
+    return (f"read_json({literal}, format = 'newline_delimited', records = true, sample_size = {PART_LINES}, "
+            f"maximum_object_size = {MAX_RECORD_BYTES})")
 
 
 class NdjsonSpool:

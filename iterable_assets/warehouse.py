@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,19 +22,25 @@ from typing import Iterable, Iterator, Sequence
 
 import duckdb
 
-from iterable_assets.spool import NULL_TYPE, NUMBER_TYPES, PART_LINES, NdjsonSpool, is_nested, widen
+from iterable_assets.spool import MAX_RECORD_BYTES, NULL_TYPE, NUMBER_TYPES, PART_LINES, NdjsonSpool, is_nested, widen
 from iterable_assets.streams import Stream
 
 SCHEMA = "iterable"
 EXPORT_TIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 TIMESTAMPTZ = "TIMESTAMP WITH TIME ZONE"
 MEMORY_LIMIT = "192MB"
+EXTERNAL_LOCK_WAIT_SECONDS = 300.0
+REJECTS = "_rejected_records"
 
 log = logging.getLogger(__name__)
 
 
 class LoadError(Exception):
     """A batch that cannot be stored as it is; the table keeps its previous rows."""
+
+
+class WarehouseBusy(Exception):
+    """Another program kept the DuckDB file locked for too long."""
 
 
 def quote(name: str) -> str:
@@ -51,7 +58,7 @@ def connect(database: str) -> Iterator[duckdb.DuckDBPyConnection]:
     Path(database).parent.mkdir(parents=True, exist_ok=True)
     with open(f"{database}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        con = duckdb.connect(database)
+        con = _open(database)
         try:
             con.execute("SET TimeZone = 'UTC'")
             # Row order within a table carries no meaning; dropping it lets loads run in parallel.
@@ -62,6 +69,27 @@ def connect(database: str) -> Iterator[duckdb.DuckDBPyConnection]:
             yield con
         finally:
             con.close()
+
+
+def _open(database: str) -> duckdb.DuckDBPyConnection:
+    """Connect, waiting while another program (a DuckDB shell, a notebook) holds the file."""
+    deadline, delay = time.monotonic() + EXTERNAL_LOCK_WAIT_SECONDS, 0.1
+    while True:
+        try:
+            return duckdb.connect(database)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() > deadline:
+                raise WarehouseBusy(
+                    f"{database} stayed locked by another program for {EXTERNAL_LOCK_WAIT_SECONDS:.0f} s "
+                    f"({exc}). Close the DuckDB shell or notebook that has it open, then re-run."
+                ) from None
+            if delay == 0.1:
+                log.warning("%s is locked by another program; waiting up to %.0f s", database,
+                            EXTERNAL_LOCK_WAIT_SECONDS)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 @dataclass(frozen=True)
@@ -208,12 +236,14 @@ def _base_columns(stream: Stream) -> str:
 class LoadResult:
     rows: int  # rows inserted
     replaced: int  # rows deleted
+    rejected: int = 0  # lines that were not JSON objects, kept in iterable._rejected_records
 
 
 def _read_json(parts: Sequence[Path], columns: str | None = None) -> str:
     files = ", ".join(_sql_string(str(p)) for p in parts)
     options = f"columns = {{{columns}}}" if columns else f"union_by_name = true, sample_size = {PART_LINES}"
-    return f"read_json([{files}], format = 'newline_delimited', records = true, {options})"
+    return (f"read_json([{files}], format = 'newline_delimited', records = true, "
+            f"maximum_object_size = {MAX_RECORD_BYTES}, {options})")
 
 
 def _sql_string(text: str) -> str:
@@ -228,7 +258,8 @@ class Batch:
     columns: Sequence[tuple[str, str]]
 
 
-def _replace(con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope, batch: Batch | None) -> LoadResult:
+def _replace(con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope, batch: Batch | None,
+             rejects: Sequence[tuple[int, str, str]] = ()) -> LoadResult:
     """In one transaction: delete the scope's rows and insert the batch (None: no rows).
 
     A window load must only bring rows inside its window: a row outside it would not be replaced
@@ -255,20 +286,57 @@ def _replace(con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope, batch
                                 f"range or have no {stream.replication_key}; nothing was written")
             if stream.primary_key:
                 _drop_superseded(con, stream, *scope.params)
+        _record_rejects(con, stream, scope, rejects)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
     finally:
         con.execute("DROP TABLE IF EXISTS batch")
-    return LoadResult(rows=rows, replaced=replaced)
+    return LoadResult(rows=rows, replaced=replaced, rejected=len(rejects))
+
+
+def _record_rejects(con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope,
+                    rejects: Sequence[tuple[int, str, str]]) -> None:
+    """Replace the rejected lines on record for this load's scope with the ones it found."""
+    table = f"{SCHEMA}.{REJECTS}"
+    con.execute(f"CREATE TABLE IF NOT EXISTS {table} (stream VARCHAR, window_start TIMESTAMPTZ, "
+                "window_end TIMESTAMPTZ, line BIGINT, error VARCHAR, raw VARCHAR, loaded_at TIMESTAMPTZ)")
+    window = scope.params if stream.write == "window" else (None, None)
+    if stream.write == "window":
+        con.execute(f"DELETE FROM {table} WHERE stream = ? AND window_start >= ? AND window_end <= ?",
+                    [stream.name, *window])
+    else:
+        con.execute(f"DELETE FROM {table} WHERE stream = ?", [stream.name])
+    if rejects:
+        log.warning("%s: %d line(s) of the response are not JSON objects; kept verbatim in iterable.%s",
+                    stream.name, len(rejects), REJECTS)
+        con.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, now())",
+                        [[stream.name, *window, line, error, raw] for line, error, raw in rejects])
 
 
 def load_ndjson(con: duckdb.DuckDBPyConnection, stream: Stream, spool: NdjsonSpool, scope: Scope) -> LoadResult:
-    """Replace `scope` with the records of a spooled NDJSON body, reading it with the columns
-    the spool detected (every key, types that hold every value)."""
+    """Replace `scope` with the records of a spooled NDJSON body. Lines that are not JSON objects
+    do not block the rest: they are kept verbatim in iterable._rejected_records."""
+    try:
+        return _load_spool(con, stream, spool, scope)
+    except duckdb.InvalidInputException:
+        pass  # DuckDB cannot read some line: set such lines aside and load the others
+    with tempfile.TemporaryDirectory(prefix="iterable-clean-") as folder:
+        clean, rejects = _set_aside_bad_lines(spool, Path(folder))
+        try:
+            return _load_spool(con, stream, clean, scope, rejects)
+        except duckdb.InvalidInputException as exc:
+            raise LoadError(f"{stream.name}: the response could not be read as JSON records: {exc}") from None
+        finally:
+            clean.shutdown()
+
+
+def _load_spool(con: duckdb.DuckDBPyConnection, stream: Stream, spool: NdjsonSpool, scope: Scope,
+                rejects: Sequence[tuple[int, str, str]] = ()) -> LoadResult:
+    """Load a spool, reading it with the columns it detected (every key, types that hold every value)."""
     if not spool.size:
-        return _replace(con, stream, scope, None)
+        return _replace(con, stream, scope, None, rejects)
     try:
         described = spool.columns()
         if described is None:  # keys that differ only by case: let DuckDB detect (and suffix) them
@@ -277,11 +345,37 @@ def load_ndjson(con: duckdb.DuckDBPyConnection, stream: Stream, spool: NdjsonSpo
         else:
             reader = _read_json(spool.parts, ", ".join(f"{_sql_string(n)}: {_sql_string(t)}" for n, t in described))
         select, columns = _select_list(stream, described)
-        return _replace(con, stream, scope, Batch(f"SELECT {select} FROM {reader}", columns))
-    except duckdb.InvalidInputException as exc:
-        raise LoadError(f"{stream.name}: the response is not valid newline-delimited JSON: {exc}") from None
+        return _replace(con, stream, scope, Batch(f"SELECT {select} FROM {reader}", columns), rejects)
     except duckdb.ConversionException as exc:
         raise LoadError(f"{stream.name}: a value could not be converted: {exc}") from None
+
+
+def _set_aside_bad_lines(spool: NdjsonSpool, folder: Path) -> tuple[NdjsonSpool, list[tuple[int, str, str]]]:
+    """Copy the lines that are JSON objects to a new spool; return it and (line, error, text) of the rest."""
+    clean, rejects, number = NdjsonSpool(folder), [], 0
+    for part in spool.parts:
+        with open(part, "rb") as lines:
+            for raw in lines:
+                number += 1
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw, parse_constant=_refuse_constant)
+                    error = None if isinstance(record, dict) else f"a JSON {type(record).__name__}, not an object"
+                except ValueError as exc:
+                    error = f"not JSON: {exc}"
+                if error is None and len(raw) > MAX_RECORD_BYTES:
+                    error = f"a record of {len(raw):,} bytes, over the {MAX_RECORD_BYTES:,} bytes DuckDB reads"
+                if error is None:
+                    clean.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                else:
+                    rejects.append((number, error, raw.decode("utf-8", "replace").rstrip("\r\n")))
+    clean.close()
+    return clean, rejects
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def load_records(con: duckdb.DuckDBPyConnection, stream: Stream, records: Iterable[dict], scope: Scope) -> LoadResult:

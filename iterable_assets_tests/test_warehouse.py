@@ -100,17 +100,42 @@ def test_a_record_outside_the_window_refuses_the_batch_and_keeps_the_old_rows(tm
     assert query(tmp_path, "SELECT count(*) FROM iterable.email_send") == [(2,)]
 
 
-def test_a_malformed_line_fails_the_window_and_keeps_the_old_rows(tmp_path):
+def raw_spool(tmp_path, body: bytes) -> NdjsonSpool:
+    spool = NdjsonSpool(Path(tempfile.mkdtemp(dir=tmp_path)))
+    spool.write(body)
+    spool.close()
+    return spool
+
+
+def test_lines_that_are_not_json_objects_are_kept_aside_and_the_rest_loads(tmp_path):
     load(tmp_path, [event(1)])
+    body = (json.dumps(event(2)).encode() + b'\n{"email": "broken\n' + b"[1, 2]\n\n"
+            + json.dumps(event(3)).encode() + b"\n{\"x\": NaN}\n")
     with warehouse.connect(str(tmp_path / "w.duckdb")) as con:
-        folder = tmp_path / "bad"
-        folder.mkdir()
-        spool = NdjsonSpool(folder)
-        spool.write(json.dumps(event(2)).encode() + b'\n{"email": "broken\n')
-        spool.close()
-        with pytest.raises(LoadError, match="not valid newline-delimited JSON"):
-            warehouse.load_ndjson(con, SEND, spool, WINDOW)
-    assert query(tmp_path, "SELECT email FROM iterable.email_send") == [("u1@x.io",)]
+        result = warehouse.load_ndjson(con, SEND, raw_spool(tmp_path, body), WINDOW)
+    assert (result.rows, result.replaced, result.rejected) == (2, 1, 3)
+    assert query(tmp_path, "SELECT email FROM iterable.email_send ORDER BY 1") == [("u2@x.io",), ("u3@x.io",)]
+    rejected = query(tmp_path, "SELECT stream, line, raw, error FROM iterable._rejected_records ORDER BY line")
+    assert [(r[0], r[1], r[2]) for r in rejected] == [
+        ("email_send", 2, '{"email": "broken'), ("email_send", 3, "[1, 2]"), ("email_send", 6, '{"x": NaN}')]
+    assert rejected[0][3].startswith("not JSON") and "not an object" in rejected[1][3]
+
+    # a clean re-load of the same window clears what was set aside for it
+    load(tmp_path, [event(4)])
+    assert query(tmp_path, "SELECT count(*) FROM iterable._rejected_records") == [(0,)]
+
+
+def test_large_fields_non_ascii_and_odd_names(tmp_path):
+    big = "é" * 600_000  # 1.2 MB of UTF-8 in one field
+    odd = {"Straße & Co": "ü", "with space": 1, 'quote"name': "q", "dots.in.name": True, "emoji🙂": "🙂"}
+    load(tmp_path, [event(1, payload=big, **odd), event(2, city="São Paulo")])
+    columns = {r[0] for r in query(tmp_path, "SELECT column_name FROM information_schema.columns "
+                                             "WHERE table_name = 'email_send'")}
+    assert set(odd) <= columns
+    row = query(tmp_path, 'SELECT payload, "Straße & Co", "quote""name", "emoji🙂" FROM iterable.email_send '
+                          "WHERE email = 'u1@x.io'")
+    assert row == [(big, "ü", "q", "🙂")]
+    assert query(tmp_path, "SELECT city FROM iterable.email_send WHERE email = 'u2@x.io'") == [("São Paulo",)]
 
 
 def test_case_collisions_in_users_and_elsewhere(tmp_path):

@@ -1,0 +1,39 @@
+"""The API key never appears in logs, errors, run metadata, the event log or anything on disk that a
+failing run wrote (the instance storage the UI reads included)."""
+
+from pathlib import Path
+
+import pytest
+
+from iterable_assets.simulator import Fault
+
+from .test_cli import BIN, cli_env, run  # noqa: F401 (cli_env is a fixture)
+
+pytestmark = pytest.mark.slow
+
+SECRET = "itbl-secret-4b1e9f0c2d7a"
+
+
+def files_containing(folder: Path, needle: bytes) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+@pytest.mark.parametrize("known_to_iterable", [True, False])
+def test_failing_runs_never_write_the_key(project, cli_env, tmp_path, known_to_iterable):
+    if known_to_iterable:  # a valid key, but every export fails with 503 until retries run out
+        project.simulator.api_keys[SECRET] = "full"
+        project.simulator.inject(Fault(path_prefix="/api/export/data.json", kind="status", status=503, times=None))
+    env = dict(cli_env, ITERABLE_API_KEY=SECRET, ITERABLE_RETRY_ATTEMPTS="2")
+    outputs = [
+        run([str(BIN / "dagster"), "asset", "materialize", "-m", "iterable_assets.definitions",
+             "--select", "email_open", "--partition", "2024-01-02"], env),
+        run([str(BIN / "iterable-assets"), "sync", "--select", "channels,email_open", "--start", "2024-01-02",
+             "--end", "2024-01-03"], env),
+        run([str(BIN / "iterable-assets"), "check"], env),
+    ]
+    assert all(o.returncode != 0 for o in outputs)
+    text = "".join(o.stdout + o.stderr for o in outputs)
+    assert ("HTTP 503" if known_to_iterable else "HTTP 401") in text  # the runs did fail on the API
+    assert SECRET not in text
+    assert files_containing(Path(env["DAGSTER_HOME"]), SECRET.encode()) == []
+    assert files_containing(Path(project.database).parent, SECRET.encode()) == []
