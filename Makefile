@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: demo test dev check bench setup clean
+.PHONY: demo test dev check recover bench setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ dev: setup  ## the simulator plus the Dagster UI on http://localhost:3000
 
 check: setup  ## validate ITERABLE_API_KEY against ITERABLE_BASE_URL
 	$(BIN)/iterable-assets check
+
+recover: setup  ## free the pool slots of runs whose process was killed
+	$(BIN)/iterable-assets recover
+
+bench: setup  ## the benchmarks of README.md#benchmarks (several minutes)
+	$(BIN)/python bench/benchmark.py ingest --repeat 5
+	$(BIN)/python bench/benchmark.py ingest --records 2000000 --repeat 3
+	$(BIN)/python bench/benchmark.py budget --repeat 3
 
 clean:
 	rm -rf $(VENV) .dagster_home data .pytest_cache

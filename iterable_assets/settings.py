@@ -64,10 +64,11 @@ def _http_url(text: str) -> str:
     return text.rstrip("/")
 
 
-def _path(text: str) -> str:
-    if not text.strip():
+def _database_path(text: str) -> str:
+    path = Path(text).expanduser().resolve()
+    if path.is_dir():
         raise ValueError
-    return str(Path(text).expanduser().resolve())
+    return str(path)
 
 
 def _read(env: Mapping[str, str], name: str, default: str, parse: Callable[[str], T], expected: str) -> T:
@@ -92,7 +93,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                              "a number of requests per minute greater than 0"),
         rate_window_seconds=_read(env, "ITERABLE_RATE_WINDOW_SECONDS", "60", _positive_float,
                                   "a number of seconds greater than 0"),
-        duckdb_path=_read(env, "ITERABLE_DUCKDB_PATH", "data/warehouse.duckdb", _path, "a file path"),
+        duckdb_path=_read(env, "ITERABLE_DUCKDB_PATH", "data/warehouse.duckdb", _database_path,
+                          "the path of a database file, not a folder"),
         request_timeout_seconds=_read(env, "ITERABLE_REQUEST_TIMEOUT_SECONDS", "300", _positive_float,
                                       "a number of seconds greater than 0"),
         retry_attempts=_read(env, "ITERABLE_RETRY_ATTEMPTS", "6", _positive_int, "a whole number, 1 or more"),

@@ -87,3 +87,9 @@ def test_check_tells_the_failures_apart(cli_env, key, base_url, code, phrase):
     assert result.returncode == code, result.stdout + result.stderr
     assert phrase in result.stdout
     assert key not in result.stdout + result.stderr
+
+
+def test_a_bad_setting_stops_the_command_with_the_variable_and_value(cli_env):
+    result = run([str(BIN / "iterable-assets"), "sync"], dict(cli_env, ITERABLE_WINDOW_DAYS="0"))
+    assert result.returncode == 2
+    assert "ITERABLE_WINDOW_DAYS='0' is not valid: expected a whole number of days, 1 or more." in result.stderr

@@ -25,6 +25,9 @@ def test_defaults_need_no_environment():
         ("ITERABLE_BASE_URL", "api.iterable.com"),
         ("ITERABLE_RATE_WINDOW_SECONDS", "nan"),
         ("ITERABLE_RETRY_ATTEMPTS", "0"),
+        ("ITERABLE_RETRY_BACKOFF_SECONDS", "-2"),
+        ("ITERABLE_REQUEST_TIMEOUT_SECONDS", "0"),
+        ("ITERABLE_DUCKDB_PATH", "/"),
     ],
 )
 def test_invalid_values_name_the_variable_and_value(name, value):
