@@ -152,7 +152,7 @@ class IterableResource(dg.ConfigurableResource):
                                                self.request_timeout_seconds)) as response:
                     status = response.status_code
                     if status == 429 or status >= 500:
-                        msg, code = _error_fields(response)
+                        msg, _ = _error_fields(response)
                         raise RetryableError(path, f"HTTP {status}: {msg}", _retry_after(response), status)
                     if status >= 400:
                         msg, code = _error_fields(response)
@@ -182,28 +182,6 @@ class IterableResource(dg.ConfigurableResource):
                 raise RetryableError(path, "the response was not complete JSON") from None
 
         return self._call(path, params, parse)
-
-    @contextmanager
-    def _spool(self, suffix: str) -> Iterator[Path]:
-        handle, name = tempfile.mkstemp(prefix="iterable-", suffix=suffix, dir=self.spool_dir)
-        os.close(handle)
-        try:
-            yield Path(name)
-        finally:
-            Path(name).unlink(missing_ok=True)
-
-    def _download(self, path: str, params: dict[str, Any], family: str, dest: Path) -> int:
-        """Stream a body into `dest` (rewritten whole on every attempt); return its size in bytes."""
-
-        def write(response: requests.Response) -> int:
-            size = 0
-            with open(dest, "wb") as out:
-                for chunk in response.iter_content(CHUNK_BYTES):
-                    out.write(chunk)
-                    size += len(chunk)
-            return size
-
-        return self._call(path, params, write, family)
 
     # ---- endpoints ------------------------------------------------------------------------------
     @contextmanager
@@ -236,9 +214,17 @@ class IterableResource(dg.ConfigurableResource):
 
     @contextmanager
     def list_users(self, list_id: int | str) -> Iterator[Path]:
-        """A list's members (one email per line) as a text spool file, removed afterwards."""
-        with self._spool(".txt") as dest:
-            self._download(LIST_USERS_PATH, {"listId": str(list_id)}, "list_users", dest)
+        """A list's members (one email per line) as a text file, rewritten whole on every attempt
+        and removed afterwards."""
+        with tempfile.TemporaryDirectory(prefix="iterable-list-", dir=self.spool_dir) as folder:
+            dest = Path(folder) / "members.txt"
+
+            def write(response: requests.Response) -> None:
+                with open(dest, "wb") as out:
+                    for chunk in response.iter_content(CHUNK_BYTES):
+                        out.write(chunk)
+
+            self._call(LIST_USERS_PATH, {"listId": str(list_id)}, write, "list_users")
             yield dest
 
     def get_lists(self) -> list[dict]:
