@@ -112,7 +112,7 @@ def ingest(records: int, repeat: int) -> None:
     assert all(r["rows"] == rows for r in ours + base), "both sides must load every record"
     med = {name: {k: statistics.median(r[k] for r in runs) for k in ("seconds", "rss_mb")}
            for name, runs in (("read_json", base), ("asset", ours))}
-    print(f"| side | records | median s | records/s | peak RSS MB |\n|---|---|---|---|---|")
+    print("| side | records | median s | records/s | peak RSS MB |\n|---|---|---|---|---|")
     for name, m in med.items():
         print(f"| {name} | {rows:,} | {m['seconds']:.2f} | {rows / m['seconds']:,.0f} | {m['rss_mb']:.0f} |")
     print(f"ratio (asset records/s / read_json records/s): {med['read_json']['seconds'] / med['asset']['seconds']:.2f}")

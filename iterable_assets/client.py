@@ -10,7 +10,6 @@ and getUsers calls are streamed to a spool file, never held in memory.
 import hashlib
 import os
 import tempfile
-import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path

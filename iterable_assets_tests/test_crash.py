@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from datetime import date, datetime
+from datetime import datetime
 
 import dagster as dg
 import pytest

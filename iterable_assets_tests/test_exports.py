@@ -1,14 +1,17 @@
 """The nine export streams against the simulator: exact rows, idempotent re-runs, window arithmetic."""
 
+import json
 from collections import Counter
 from datetime import datetime, timedelta
 
+import dagster as dg
 import pytest
 
 from iterable_assets.assets import export_windows
+from iterable_assets.simulator import Dataset, Simulator
 from iterable_assets.streams import EXPORT_STREAMS, STREAMS_BY_NAME
 
-from .conftest import utc
+from .conftest import API_KEY, Project, small_config, utc
 
 
 def parse_export_time(text: str) -> datetime:
@@ -65,7 +68,6 @@ def test_no_field_is_dropped_and_types_are_kept(project):
     stored = project.query('SELECT "transactionalData"->>\'$.sku\' FROM iterable.email_send '
                            'WHERE "transactionalData" IS NOT NULL AND email = ? AND "messageId" = ?',
                            [with_data[0]["email"], with_data[0]["messageId"]])
-    import json
     assert stored == [(json.loads(with_data[0]["transactionalData"]).get("sku"),)]
 
 
@@ -77,7 +79,6 @@ def test_users_renames_and_dotted_keys(project):
     sample = colliding[0]
     row = project.query('SELECT industry, _industry, "offers.intro APR", "_offers.intro APR", '
                         '"itblInternal.emailDomain" FROM iterable.users WHERE email = ?', [sample["email"]])
-    import json
     assert row == [(sample["industry"], sample["Industry"], json.dumps(sample["offers.intro APR"], separators=(",", ":")),
                     json.dumps(sample["offers.Intro APR"], separators=(",", ":")), sample["itblInternal.emailDomain"])]
     assert project.query("SELECT count(*), count(DISTINCT email) FROM iterable.users")[0] == (len(records), len(records))
@@ -85,13 +86,9 @@ def test_users_renames_and_dotted_keys(project):
 
 @pytest.mark.parametrize("window_days, requests", [(30, 13), (7, 53)])
 def test_a_365_day_range_makes_the_expected_number_of_export_requests(tmp_path, window_days, requests):
-    from .conftest import Project, small_config
-    from iterable_assets.simulator import Dataset, Simulator
-    import dagster as dg
-
     dataset = Dataset(small_config(start=datetime(2023, 1, 1).date(), end=datetime(2024, 1, 1).date(),
                                    events_per_day=2))
-    with Simulator(dataset, api_keys={"test-key-5f0c1d": "full"}) as sim, dg.instance_for_test() as instance:
+    with Simulator(dataset, api_keys={API_KEY: "full"}) as sim, dg.instance_for_test() as instance:
         project = Project(sim, dataset, str(tmp_path / "w.duckdb"), instance, tmp_path, window_days=window_days,
                           start_date=datetime(2023, 1, 1).date())
         result = project.materialize(["email_open"], days=("2023-01-01", "2023-12-31"))
