@@ -20,7 +20,8 @@ setup: $(STAMP)
 demo: setup  ## sync all 16 tables from the bundled simulator into data/warehouse.duckdb
 	$(BIN)/iterable-assets demo
 
-test: setup  ## the whole test suite, slow end-to-end tests included
+test: setup  ## lint, then the whole test suite, slow end-to-end tests included
+	$(BIN)/ruff check iterable_assets iterable_assets_tests bench
 	$(BIN)/python -m pytest -q
 
 dev: setup  ## the simulator plus the Dagster UI on http://localhost:3000

@@ -59,18 +59,34 @@ def child_asset(base_url: str, database: str, spool_dir: str) -> dict:
     from iterable_assets.client import IterableResource
 
     # The ingest side measures loading, so the export budget is set out of the way.
-    resources = {"iterable": IterableResource(api_key="bench-key", base_url=base_url, rate_budget_path=spool_dir,
-                                              spool_dir=spool_dir, export_requests_per_minute=1e6),
-                 "duckdb": DuckDBResource(database=database)}
+    resources = {
+        "iterable": IterableResource(
+            api_key="bench-key",
+            base_url=base_url,
+            rate_budget_path=spool_dir,
+            spool_dir=spool_dir,
+            export_requests_per_minute=1e6,
+        ),
+        "duckdb": DuckDBResource(database=database),
+    }
     with dg.instance_for_test() as instance:
-        result = dg.materialize(build_assets(DAY), selection=["email_send"], partition_key=DAY.isoformat(),
-                                resources=resources, instance=instance,
-                                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        result = dg.materialize(
+            build_assets(DAY),
+            selection=["email_send"],
+            partition_key=DAY.isoformat(),
+            resources=resources,
+            instance=instance,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
         stats = instance.get_run_step_stats(result.run_id)[0]
         metadata = result.asset_materializations_for_node("email_send")[0].metadata
-    return {"seconds": stats.end_time - stats.start_time, "rows": metadata["dagster/row_count"].value,
-            "download": metadata["download_seconds"].value, "load": metadata["load_seconds"].value,
-            "rss_mb": peak_rss_mb()}
+    return {
+        "seconds": stats.end_time - stats.start_time,
+        "rows": metadata["dagster/row_count"].value,
+        "download": metadata["download_seconds"].value,
+        "load": metadata["load_seconds"].value,
+        "rss_mb": peak_rss_mb(),
+    }
 
 
 def run_child(*args: str) -> dict:
@@ -87,8 +103,16 @@ def ingest(records: int, repeat: int) -> None:
         body = tmp / "body.ndjson"
         per_day = records
         for _ in range(3):  # the simulator's daily volume has jitter: scale it until the window holds `records`
-            dataset = Dataset(SimulatorConfig(seed=5, start=DAY, end=DAY + timedelta(days=1), events_per_day=per_day,
-                                              users=20000, cache_dir=tmp / "cache"))
+            dataset = Dataset(
+                SimulatorConfig(
+                    seed=5,
+                    start=DAY,
+                    end=DAY + timedelta(days=1),
+                    events_per_day=per_day,
+                    users=20000,
+                    cache_dir=tmp / "cache",
+                )
+            )
             with open(body, "wb") as out:
                 lines = 0
                 for chunk in dataset.export_chunks("emailSend", DAY_START, DAY_START + timedelta(days=1)):
@@ -106,12 +130,17 @@ def ingest(records: int, repeat: int) -> None:
                     path.unlink()
                 base.append(run_child("_baseline", str(body), str(tmp / f"base{i}.duckdb")))
                 ours.append(run_child("_asset", sim.base_url, str(tmp / f"ours{i}.duckdb"), str(tmp)))
-                print(f"  run {i + 1}: read_json {base[-1]['seconds']:.2f} s, asset step {ours[-1]['seconds']:.2f} s "
-                      f"(download {ours[-1]['download']:.2f} s, load {ours[-1]['load']:.2f} s)", flush=True)
+                print(
+                    f"  run {i + 1}: read_json {base[-1]['seconds']:.2f} s, asset step {ours[-1]['seconds']:.2f} s "
+                    f"(download {ours[-1]['download']:.2f} s, load {ours[-1]['load']:.2f} s)",
+                    flush=True,
+                )
     rows = ours[0]["rows"]
     assert all(r["rows"] == rows for r in ours + base), "both sides must load every record"
-    med = {name: {k: statistics.median(r[k] for r in runs) for k in ("seconds", "rss_mb")}
-           for name, runs in (("read_json", base), ("asset", ours))}
+    med = {
+        name: {k: statistics.median(r[k] for r in runs) for k in ("seconds", "rss_mb")}
+        for name, runs in (("read_json", base), ("asset", ours))
+    }
     print("| side | records | median s | records/s | peak RSS MB |\n|---|---|---|---|---|")
     for name, m in med.items():
         print(f"| {name} | {rows:,} | {m['seconds']:.2f} | {rows / m['seconds']:,.0f} | {m['rss_mb']:.0f} |")
@@ -126,8 +155,11 @@ def budget(repeat: int, days: int, window_days: int) -> None:
     limit, period = 4, 6.0
     requests_needed = len(EXPORT_STREAMS) * math.ceil(days / window_days)
     floor = (math.ceil(requests_needed / limit) - 1) * period
-    print(f"budget: {len(EXPORT_STREAMS)} export streams x {days} days at window {window_days} = "
-          f"{requests_needed} requests; limit {limit} per {period:g} s -> floor {floor:.0f} s", flush=True)
+    print(
+        f"budget: {len(EXPORT_STREAMS)} export streams x {days} days at window {window_days} = "
+        f"{requests_needed} requests; limit {limit} per {period:g} s -> floor {floor:.0f} s",
+        flush=True,
+    )
     spans, walls, all_429 = [], [], []
     for i in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
@@ -137,24 +169,46 @@ def budget(repeat: int, days: int, window_days: int) -> None:
             (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
             dataset = Dataset(SimulatorConfig(seed=9, start=DAY, end=DAY + timedelta(days=days), events_per_day=50))
             with Simulator(dataset, api_keys={"bench-key": "full"}, rate_limits={"export": (limit, period)}) as sim:
-                env = dict(os.environ, DAGSTER_HOME=str(home), ITERABLE_API_KEY="bench-key",
-                           ITERABLE_BASE_URL=sim.base_url, ITERABLE_START_DATE=DAY.isoformat(),
-                           ITERABLE_WINDOW_DAYS=str(window_days), ITERABLE_RATE_WINDOW_SECONDS=str(period),
-                           ITERABLE_EXPORT_REQUESTS_PER_MINUTE=str(limit * 60 / period),
-                           ITERABLE_DUCKDB_PATH=str(tmp / "w.duckdb"))
+                env = dict(
+                    os.environ,
+                    DAGSTER_HOME=str(home),
+                    ITERABLE_API_KEY="bench-key",
+                    ITERABLE_BASE_URL=sim.base_url,
+                    ITERABLE_START_DATE=DAY.isoformat(),
+                    ITERABLE_WINDOW_DAYS=str(window_days),
+                    ITERABLE_RATE_WINDOW_SECONDS=str(period),
+                    ITERABLE_EXPORT_REQUESTS_PER_MINUTE=str(limit * 60 / period),
+                    ITERABLE_DUCKDB_PATH=str(tmp / "w.duckdb"),
+                )
                 last = DAY + timedelta(days=days - 1)
                 started = time.monotonic()
-                subprocess.run([str(Path(sys.executable).parent / "iterable-assets"), "sync", "--select",
-                                ",".join(s.name for s in EXPORT_STREAMS), "--start", DAY.isoformat(),
-                                "--end", last.isoformat()], env=env, check=True, capture_output=True, cwd=tmp)
+                subprocess.run(
+                    [
+                        str(Path(sys.executable).parent / "iterable-assets"),
+                        "sync",
+                        "--select",
+                        ",".join(s.name for s in EXPORT_STREAMS),
+                        "--start",
+                        DAY.isoformat(),
+                        "--end",
+                        last.isoformat(),
+                    ],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    cwd=tmp,
+                )
                 walls.append(time.monotonic() - started)
                 exports = sim.requests_to("/api/export/data.json")
                 accepted = [r.monotonic for r in exports if r.status == 200]
                 assert len(accepted) == requests_needed, f"{len(accepted)} exports served"
                 spans.append(max(accepted) - min(accepted))
                 all_429.append(sum(1 for r in exports if r.status == 429))
-                print(f"  run {i + 1}: first to last export request {spans[-1]:.1f} s; whole `iterable-assets sync` "
-                      f"process {walls[-1]:.1f} s; 429s {all_429[-1]}", flush=True)
+                print(
+                    f"  run {i + 1}: first to last export request {spans[-1]:.1f} s; whole `iterable-assets sync` "
+                    f"process {walls[-1]:.1f} s; 429s {all_429[-1]}",
+                    flush=True,
+                )
     span, wall = statistics.median(spans), statistics.median(walls)
     print("| requests | floor s | first-to-last request s (median) | / floor | whole process s (median) | 429s |")
     print("|---|---|---|---|---|---|")

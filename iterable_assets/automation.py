@@ -44,8 +44,13 @@ def list_users_schedule(context: dg.ScheduleEvaluationContext):
 
 
 def build_exports_schedule(start_date: date) -> dg.ScheduleDefinition:
-    @dg.schedule(name="iterable_exports_daily", job=exports_job, cron_schedule="0 3 * * *",
-                 execution_timezone="UTC", default_status=RUNNING)
+    @dg.schedule(
+        name="iterable_exports_daily",
+        job=exports_job,
+        cron_schedule="0 3 * * *",
+        execution_timezone="UTC",
+        default_status=RUNNING,
+    )
     def exports_schedule(context: dg.ScheduleEvaluationContext):
         day = context.scheduled_execution_time.astimezone(timezone.utc).date() - timedelta(days=1)
         if day < start_date:

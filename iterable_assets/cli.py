@@ -70,8 +70,11 @@ def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
         pid = _run_pid(instance, run.run_id)
         if pid is None or _alive(pid):
             continue
-        instance.report_run_failed(run, message=f"The run's process ({pid}) is gone; marked failed by "
-                                                "`iterable-assets recover`, which freed its pool slots.")
+        instance.report_run_failed(
+            run,
+            message=f"The run's process ({pid}) is gone; marked failed by "
+            "`iterable-assets recover`, which freed its pool slots.",
+        )
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         recovered.append(run.run_id)
     return recovered
@@ -130,8 +133,15 @@ def sync(settings: Settings, tables: list[str], start: date, end: date) -> list[
 
     def run(selection: list[str], **kwargs):
         # The console shows warnings and errors; the full log is in the instance (the UI).
-        result = dg.materialize(assets, selection=selection, instance=instance, resources=resources,
-                                raise_on_error=False, run_config=QUIET_CONSOLE, **kwargs)
+        result = dg.materialize(
+            assets,
+            selection=selection,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+            run_config=QUIET_CONSOLE,
+            **kwargs,
+        )
         _record_run(instance, result, reports)
         return result
 
@@ -147,8 +157,13 @@ def sync(settings: Settings, tables: list[str], start: date, end: date) -> list[
         reports["list_users"].seconds = time.monotonic() - started
     exports = [n for n in tables if STREAMS_BY_NAME[n].source == "export"]
     if exports:
-        run(exports, tags={"dagster/asset_partition_range_start": start.isoformat(),
-                           "dagster/asset_partition_range_end": end.isoformat()})
+        run(
+            exports,
+            tags={
+                "dagster/asset_partition_range_start": start.isoformat(),
+                "dagster/asset_partition_range_end": end.isoformat(),
+            },
+        )
     with warehouse.connect(settings.duckdb_path) as con:
         for report in reports.values():
             report.rows = warehouse.row_count(con, STREAMS_BY_NAME[report.table])
@@ -190,8 +205,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
     start = _parse_day("--start", args.start, settings.start_date)
     end = _parse_day("--end", args.end, _last_complete_day())
     if not settings.start_date <= start <= end <= _last_complete_day():
-        raise SystemExit(f"--start {start} and --end {end} must satisfy ITERABLE_START_DATE ({settings.start_date}) "
-                         f"<= start <= end <= the last complete day ({_last_complete_day()})")
+        raise SystemExit(
+            f"--start {start} and --end {end} must satisfy ITERABLE_START_DATE ({settings.start_date}) "
+            f"<= start <= end <= the last complete day ({_last_complete_day()})"
+        )
     _require_key()
     ensure_dagster_home()
     reports = sync(settings, tables, start, end)
@@ -209,19 +226,28 @@ def _require_key() -> str:
 # ---- check -------------------------------------------------------------------------------------------
 def check(settings: Settings, api_key: str) -> tuple[int, str]:
     """A connection dialog's test: a cheap call, then an export probe. Returns (exit code, message)."""
-    client = IterableResource(api_key=api_key, base_url=settings.base_url, retry_attempts=2,
-                              retry_backoff_seconds=settings.retry_backoff_seconds, request_timeout_seconds=15,
-                              export_requests_per_minute=settings.export_requests_per_minute,
-                              rate_window_seconds=settings.rate_window_seconds)
+    client = IterableResource(
+        api_key=api_key,
+        base_url=settings.base_url,
+        retry_attempts=2,
+        retry_backoff_seconds=settings.retry_backoff_seconds,
+        request_timeout_seconds=15,
+        export_requests_per_minute=settings.export_requests_per_minute,
+        rate_window_seconds=settings.rate_window_seconds,
+    )
     try:
         client.get_json("channels")
     except IterableApiError as exc:
         if exc.status is None:
-            return 3, (f"Cannot reach {settings.base_url}: {exc.msg}. Check ITERABLE_BASE_URL, the network and any "
-                       "proxy, then run `iterable-assets check` again.")
+            return 3, (
+                f"Cannot reach {settings.base_url}: {exc.msg}. Check ITERABLE_BASE_URL, the network and any "
+                "proxy, then run `iterable-assets check` again."
+            )
         if exc.status == 401:
-            return 2, (f"The key was refused ({exc.msg}). Use a server-side API key from Iterable's Integrations > "
-                       "API Keys page, created in the data center ITERABLE_BASE_URL points at.")
+            return 2, (
+                f"The key was refused ({exc.msg}). Use a server-side API key from Iterable's Integrations > "
+                "API Keys page, created in the data center ITERABLE_BASE_URL points at."
+            )
         return 2, f"Iterable refused the key check: {exc}"
     now = datetime.now(timezone.utc).replace(microsecond=0)
     try:
@@ -229,9 +255,11 @@ def check(settings: Settings, api_key: str) -> tuple[int, str]:
             pass
     except IterableApiError as exc:
         if exc.status in (401, 403):
-            return 4, (f"The key can read resources but cannot export ({exc.msg}). It is probably a read-only, "
-                       "mobile or JavaScript key: create a server-side key with export access and set "
-                       "ITERABLE_API_KEY to it.")
+            return 4, (
+                f"The key can read resources but cannot export ({exc.msg}). It is probably a read-only, "
+                "mobile or JavaScript key: create a server-side key with export access and set "
+                "ITERABLE_API_KEY to it."
+            )
         return 3, f"The export probe failed: {exc}"
     return 0, f"OK: the key reads resources and exports from {settings.base_url}."
 
@@ -248,12 +276,18 @@ def _simulated_project(days: int):
 
     today = datetime.now(timezone.utc).date()
     dataset = Dataset(SimulatorConfig(seed=7, start=today - timedelta(days=days), end=today, events_per_day=300))
-    simulator = Simulator(dataset, api_keys={DEMO_KEY: "full"},
-                          rate_limits={"export": (4, DEMO_RATE_WINDOW_SECONDS), "list_users": (5, DEMO_RATE_WINDOW_SECONDS)})
-    env = {"ITERABLE_API_KEY": DEMO_KEY, "ITERABLE_START_DATE": (today - timedelta(days=days)).isoformat(),
-           "ITERABLE_RATE_WINDOW_SECONDS": str(DEMO_RATE_WINDOW_SECONDS),
-           "ITERABLE_EXPORT_REQUESTS_PER_MINUTE": str(4 * DEMO_TIME_FACTOR),
-           "ITERABLE_LIST_USERS_REQUESTS_PER_MINUTE": str(5 * DEMO_TIME_FACTOR)}
+    simulator = Simulator(
+        dataset,
+        api_keys={DEMO_KEY: "full"},
+        rate_limits={"export": (4, DEMO_RATE_WINDOW_SECONDS), "list_users": (5, DEMO_RATE_WINDOW_SECONDS)},
+    )
+    env = {
+        "ITERABLE_API_KEY": DEMO_KEY,
+        "ITERABLE_START_DATE": (today - timedelta(days=days)).isoformat(),
+        "ITERABLE_RATE_WINDOW_SECONDS": str(DEMO_RATE_WINDOW_SECONDS),
+        "ITERABLE_EXPORT_REQUESTS_PER_MINUTE": str(4 * DEMO_TIME_FACTOR),
+        "ITERABLE_LIST_USERS_REQUESTS_PER_MINUTE": str(5 * DEMO_TIME_FACTOR),
+    }
     return simulator, env
 
 
@@ -265,8 +299,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings = load_settings()
         end = _last_complete_day()
         start = end - timedelta(days=args.days - 1)
-        print(f"Iterable simulator at {simulator.base_url}; syncing all 16 tables for {start}..{end} into "
-              f"{settings.duckdb_path} (rate window compressed to {DEMO_RATE_WINDOW_SECONDS:g} s)", flush=True)
+        print(
+            f"Iterable simulator at {simulator.base_url}; syncing all 16 tables for {start}..{end} into "
+            f"{settings.duckdb_path} (rate window compressed to {DEMO_RATE_WINDOW_SECONDS:g} s)",
+            flush=True,
+        )
         started = time.monotonic()
         reports = sync(settings, [s.name for s in STREAMS], start, end)
     print_reports(reports)
@@ -302,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("recover", help="mark runs whose process died as failed and free their pool slots")
     args = parser.parse_args(argv)
     handler = {"check": cmd_check, "sync": cmd_sync, "demo": cmd_demo, "dev": cmd_dev, "recover": cmd_recover}[
-        args.command]
+        args.command
+    ]
     try:
         return handler(args)
     except SettingsError as exc:

@@ -6,7 +6,6 @@ Export and getUsers requests first take a grant from the shared rate budget. Bod
 and getUsers calls are streamed to a spool file, never held in memory.
 """
 
-
 import hashlib
 import os
 import tempfile
@@ -32,9 +31,11 @@ REQUEST_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 HINTS = {
     400: "Iterable rejected the request's parameters.",
-    401: ("Check that ITERABLE_API_KEY is a server-side key of this project, that it was created in the data "
-          "center ITERABLE_BASE_URL points at (US: https://api.iterable.com, EU: https://api.eu.iterable.com), "
-          "and that its permissions include this endpoint (exports need a key that is not read-only)."),
+    401: (
+        "Check that ITERABLE_API_KEY is a server-side key of this project, that it was created in the data "
+        "center ITERABLE_BASE_URL points at (US: https://api.iterable.com, EU: https://api.eu.iterable.com), "
+        "and that its permissions include this endpoint (exports need a key that is not read-only)."
+    ),
     403: "The key lacks permission for this endpoint; ask an Iterable admin for a server-side key with read access.",
 }
 
@@ -54,9 +55,22 @@ class IterableApiError(Exception):
 class RetryableError(Exception):
     """A transient failure (429, 5xx, a cut or timed-out connection) worth another attempt."""
 
-    def __init__(self, endpoint: str, reason: str, retry_after: float | None = None, status: int | None = None):
-        super().__init__(f"GET /api/{endpoint}: {reason}")
-        self.endpoint, self.reason, self.retry_after, self.status = endpoint, reason, retry_after, status
+    def __init__(
+        self,
+        endpoint: str,
+        reason: str,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(f"GET /api/{endpoint}: " + (f"HTTP {status}: {reason}" if status else reason))
+        self.endpoint, self.reason, self.status, self.code, self.retry_after = (
+            endpoint,
+            reason,
+            status,
+            code,
+            retry_after,
+        )
 
 
 def _error_fields(response: requests.Response) -> tuple[str, str | None]:
@@ -116,8 +130,9 @@ class IterableResource(dg.ConfigurableResource):
         folder = self.rate_budget_path or os.environ.get("DAGSTER_HOME") or tempfile.gettempdir()
         # One budget per Iterable project: keyed by host and a fingerprint of the key, never the key.
         project = hashlib.sha256(f"{self.base_url}|{self.api_key}".encode()).hexdigest()[:16]
-        return RateBudget.per_minute(Path(folder) / "iterable_rate_budget.sqlite", f"{family}:{project}", rate,
-                                     self.rate_window_seconds)
+        return RateBudget.per_minute(
+            Path(folder) / "iterable_rate_budget.sqlite", f"{family}:{project}", rate, self.rate_window_seconds
+        )
 
     def requests_made(self, path: str) -> int:
         """How many requests (attempts included) this resource instance sent to `path`."""
@@ -146,13 +161,16 @@ class IterableResource(dg.ConfigurableResource):
                 budget.acquire()
             self._counts[path] = self._counts.get(path, 0) + 1
             try:
-                with self.session.get(url, params=params, stream=True,
-                                      timeout=(min(30.0, self.request_timeout_seconds),
-                                               self.request_timeout_seconds)) as response:
+                with self.session.get(
+                    url,
+                    params=params,
+                    stream=True,
+                    timeout=(min(30.0, self.request_timeout_seconds), self.request_timeout_seconds),
+                ) as response:
                     status = response.status_code
                     if status == 429 or status >= 500:
-                        msg, _ = _error_fields(response)
-                        raise RetryableError(path, f"HTTP {status}: {msg}", _retry_after(response), status)
+                        msg, code = _error_fields(response)
+                        raise RetryableError(path, msg, status, code, _retry_after(response))
                     if status >= 400:
                         msg, code = _error_fields(response)
                         raise IterableApiError(path, status, msg, code)
@@ -170,8 +188,9 @@ class IterableResource(dg.ConfigurableResource):
         try:
             return retrying(attempt)
         except RetryableError as exc:
-            raise IterableApiError(path, exc.status, f"{exc.reason}; gave up after {self.retry_attempts} attempts",
-                                   "RetriesExhausted") from None
+            raise IterableApiError(
+                path, exc.status, f"{exc.reason}; gave up after {self.retry_attempts} attempts", exc.code
+            ) from None
 
     def get_json(self, path: str, **params: Any) -> dict:
         def parse(response: requests.Response) -> dict:
@@ -250,8 +269,7 @@ class IterableResource(dg.ConfigurableResource):
         by_id: dict[Any, dict] = {}
         for template_type in TEMPLATE_TYPES:
             for medium in MESSAGE_MEDIUMS:
-                for template in self._paged("templates", "templates", templateType=template_type,
-                                            messageMedium=medium):
+                for template in self._paged("templates", "templates", templateType=template_type, messageMedium=medium):
                     by_id[template["templateId"]] = template
         return list(by_id.values())
 

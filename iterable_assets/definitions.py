@@ -33,8 +33,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=build_assets(settings.start_date),
         jobs=[automation.catalog_job, automation.list_users_job, automation.exports_job],
-        schedules=[automation.catalog_schedule, automation.list_users_schedule,
-                   automation.build_exports_schedule(settings.start_date)],
+        schedules=[
+            automation.catalog_schedule,
+            automation.list_users_schedule,
+            automation.build_exports_schedule(settings.start_date),
+        ],
         sensors=[automation.lists_sensor],
         resources=build_resources(settings),
     )

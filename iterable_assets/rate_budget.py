@@ -50,10 +50,16 @@ class RateBudget:
         try:
             con.execute("BEGIN IMMEDIATE")
             now = time.time()
-            con.execute("DELETE FROM grants WHERE bucket = ? AND at <= ?",
-                        (self.bucket, now - self.period_seconds - self.margin_seconds))
-            recent = [at for (at,) in con.execute(
-                "SELECT at FROM grants WHERE bucket = ? ORDER BY at DESC LIMIT ?", (self.bucket, self.capacity))]
+            con.execute(
+                "DELETE FROM grants WHERE bucket = ? AND at <= ?",
+                (self.bucket, now - self.period_seconds - self.margin_seconds),
+            )
+            recent = [
+                at
+                for (at,) in con.execute(
+                    "SELECT at FROM grants WHERE bucket = ? ORDER BY at DESC LIMIT ?", (self.bucket, self.capacity)
+                )
+            ]
             if len(recent) < self.capacity:
                 con.execute("INSERT INTO grants VALUES (?, ?)", (self.bucket, now))
                 con.execute("COMMIT")

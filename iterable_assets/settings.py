@@ -83,21 +83,44 @@ def _read(env: Mapping[str, str], name: str, default: str, parse: Callable[[str]
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     return Settings(
-        base_url=_read(env, "ITERABLE_BASE_URL", "https://api.iterable.com", _http_url,
-                       "an http(s) URL such as https://api.iterable.com or https://api.eu.iterable.com"),
+        base_url=_read(
+            env,
+            "ITERABLE_BASE_URL",
+            "https://api.iterable.com",
+            _http_url,
+            "an http(s) URL such as https://api.iterable.com or https://api.eu.iterable.com",
+        ),
         start_date=_read(env, "ITERABLE_START_DATE", DEFAULT_START_DATE, _day, "a day as YYYY-MM-DD (UTC)"),
         window_days=_read(env, "ITERABLE_WINDOW_DAYS", "30", _positive_int, "a whole number of days, 1 or more"),
-        export_requests_per_minute=_read(env, "ITERABLE_EXPORT_REQUESTS_PER_MINUTE", "4", _positive_float,
-                                         "a number of requests per minute greater than 0"),
-        list_users_requests_per_minute=_read(env, "ITERABLE_LIST_USERS_REQUESTS_PER_MINUTE", "5", _positive_float,
-                                             "a number of requests per minute greater than 0"),
-        rate_window_seconds=_read(env, "ITERABLE_RATE_WINDOW_SECONDS", "60", _positive_float,
-                                  "a number of seconds greater than 0"),
-        duckdb_path=_read(env, "ITERABLE_DUCKDB_PATH", "data/warehouse.duckdb", _database_path,
-                          "the path of a database file, not a folder"),
-        request_timeout_seconds=_read(env, "ITERABLE_REQUEST_TIMEOUT_SECONDS", "300", _positive_float,
-                                      "a number of seconds greater than 0"),
+        export_requests_per_minute=_read(
+            env,
+            "ITERABLE_EXPORT_REQUESTS_PER_MINUTE",
+            "4",
+            _positive_float,
+            "a number of requests per minute greater than 0",
+        ),
+        list_users_requests_per_minute=_read(
+            env,
+            "ITERABLE_LIST_USERS_REQUESTS_PER_MINUTE",
+            "5",
+            _positive_float,
+            "a number of requests per minute greater than 0",
+        ),
+        rate_window_seconds=_read(
+            env, "ITERABLE_RATE_WINDOW_SECONDS", "60", _positive_float, "a number of seconds greater than 0"
+        ),
+        duckdb_path=_read(
+            env,
+            "ITERABLE_DUCKDB_PATH",
+            "data/warehouse.duckdb",
+            _database_path,
+            "the path of a database file, not a folder",
+        ),
+        request_timeout_seconds=_read(
+            env, "ITERABLE_REQUEST_TIMEOUT_SECONDS", "300", _positive_float, "a number of seconds greater than 0"
+        ),
         retry_attempts=_read(env, "ITERABLE_RETRY_ATTEMPTS", "6", _positive_int, "a whole number, 1 or more"),
-        retry_backoff_seconds=_read(env, "ITERABLE_RETRY_BACKOFF_SECONDS", "2", _non_negative_float,
-                                    "a number of seconds, 0 or more"),
+        retry_backoff_seconds=_read(
+            env, "ITERABLE_RETRY_BACKOFF_SECONDS", "2", _non_negative_float, "a number of seconds, 0 or more"
+        ),
     )

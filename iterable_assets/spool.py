@@ -50,10 +50,23 @@ def widen(current: str, incoming: str) -> str:
     return "JSON"  # e.g. numbers and strings: JSON keeps each value and its kind
 
 
+def source_keys(detected: Sequence[str]) -> dict[str, str]:
+    """The JSON key behind each column name DuckDB detected (it names a key that differs from an
+    earlier one only by case `<key>_1`)."""
+    lowered = {name.lower() for name in detected}
+    keys = {}
+    for name in detected:
+        match = re.fullmatch(r"(.+)_\d+", name)
+        keys[name] = match.group(1) if match and match.group(1).lower() in lowered else name
+    return keys
+
+
 def _read_one(path: Path) -> str:
     literal = "'" + str(path).replace("'", "''") + "'"
-    return (f"read_json({literal}, format = 'newline_delimited', records = true, sample_size = {PART_LINES}, "
-            f"maximum_object_size = {MAX_RECORD_BYTES})")
+    return (
+        f"read_json({literal}, format = 'newline_delimited', records = true, sample_size = {PART_LINES}, "
+        f"maximum_object_size = {MAX_RECORD_BYTES})"
+    )
 
 
 class NdjsonSpool:
@@ -108,10 +121,8 @@ class NdjsonSpool:
         for future in self._types:
             for name, duck_type in future.result():
                 merged[name] = widen(merged.get(name, NULL_TYPE), duck_type)
-        lowered = {name.lower() for name in merged}
-        if len(lowered) < len(merged) or any(
-            (m := re.fullmatch(r"(.+)_\d+", name)) and m.group(1).lower() in lowered for name in merged
-        ):
+        renamed = any(key != name for name, key in source_keys(list(merged)).items())
+        if renamed or len({name.lower() for name in merged}) < len(merged):
             return None
         return [(name, "JSON" if is_nested(kind) or kind == NULL_TYPE else kind) for name, kind in merged.items()]
 

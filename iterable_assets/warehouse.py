@@ -1,6 +1,6 @@
 """The only module that writes DuckDB.
 
-Every load reads a spool file with DuckDB's own readers (no Python objects per record) and, in one
+Every load reads spooled files with DuckDB's own readers (no Python objects per record) and, in one
 transaction, deletes the rows the load replaces and inserts the new ones, so a failed or killed load
 leaves the old rows. Columns follow the data: a field seen for the first time gets a column, and a
 column whose values change type is widened without loss (see `spool.widen`).
@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import re
 import tempfile
 import time
 from contextlib import contextmanager
@@ -22,7 +21,16 @@ from typing import Iterable, Iterator, Sequence
 
 import duckdb
 
-from iterable_assets.spool import MAX_RECORD_BYTES, NULL_TYPE, NUMBER_TYPES, PART_LINES, NdjsonSpool, is_nested, widen
+from iterable_assets.spool import (
+    MAX_RECORD_BYTES,
+    NULL_TYPE,
+    NUMBER_TYPES,
+    PART_LINES,
+    NdjsonSpool,
+    is_nested,
+    source_keys,
+    widen,
+)
 from iterable_assets.streams import Stream
 
 SCHEMA = "iterable"
@@ -86,8 +94,9 @@ def _open(database: str) -> duckdb.DuckDBPyConnection:
                     f"({exc}). Close the DuckDB shell or notebook that has it open, then re-run."
                 ) from None
             if delay == 0.1:
-                log.warning("%s is locked by another program; waiting up to %.0f s", database,
-                            EXTERNAL_LOCK_WAIT_SECONDS)
+                log.warning(
+                    "%s is locked by another program; waiting up to %.0f s", database, EXTERNAL_LOCK_WAIT_SECONDS
+                )
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -119,17 +128,6 @@ class Scope:
 
 
 # ---- column naming --------------------------------------------------------------------------------
-def source_keys(detected: Sequence[str]) -> dict[str, str]:
-    """The JSON key behind each column name DuckDB detected (it names a key that differs from an
-    earlier one only by case `<key>_1`)."""
-    lowered = {name.lower() for name in detected}
-    keys = {}
-    for name in detected:
-        match = re.fullmatch(r"(.+)_\d+", name)
-        keys[name] = match.group(1) if match and match.group(1).lower() in lowered else name
-    return keys
-
-
 def column_names(stream: Stream, detected: Sequence[str]) -> dict[str, str]:
     """Map DuckDB's detected column names to table columns.
 
@@ -146,8 +144,13 @@ def column_names(stream: Stream, detected: Sequence[str]) -> dict[str, str]:
             names.sort(key=lambda n: target[n], reverse=True)
             keeper = target[names[0]]
             for rank, name in enumerate(names[1:], start=1):
-                log.warning("%s: field %r collides with %r in a case-insensitive database; stored as %r",
-                            stream.name, target[name], keeper, "_" * rank + keeper)
+                log.warning(
+                    "%s: field %r collides with %r in a case-insensitive database; stored as %r",
+                    stream.name,
+                    target[name],
+                    keeper,
+                    "_" * rank + keeper,
+                )
                 target[name] = "_" * rank + keeper
     return target
 
@@ -204,8 +207,14 @@ def _evolve(con: duckdb.DuckDBPyConnection, stream: Stream, incoming: Sequence[t
             final = widen(current, duck_type)
             if final != current:
                 using = f"to_json({quote(name)})" if final == "JSON" else f"CAST({quote(name)} AS {final})"
-                log.warning("%s.%s: values of type %s arrived in a %s column; widening it to %s",
-                            stream.name, name, duck_type, current, final)
+                log.warning(
+                    "%s.%s: values of type %s arrived in a %s column; widening it to %s",
+                    stream.name,
+                    name,
+                    duck_type,
+                    current,
+                    final,
+                )
                 con.execute(f"ALTER TABLE {table} ALTER COLUMN {quote(name)} SET DATA TYPE {final} USING {using}")
         if final == duck_type or duck_type == NULL_TYPE:
             select.append(quote(column))
@@ -242,8 +251,10 @@ class LoadResult:
 def _read_json(parts: Sequence[Path], columns: str | None = None) -> str:
     files = ", ".join(_sql_string(str(p)) for p in parts)
     options = f"columns = {{{columns}}}" if columns else f"union_by_name = true, sample_size = {PART_LINES}"
-    return (f"read_json([{files}], format = 'newline_delimited', records = true, "
-            f"maximum_object_size = {MAX_RECORD_BYTES}, {options})")
+    return (
+        f"read_json([{files}], format = 'newline_delimited', records = true, "
+        f"maximum_object_size = {MAX_RECORD_BYTES}, {options})"
+    )
 
 
 def _sql_string(text: str) -> str:
@@ -258,8 +269,13 @@ class Batch:
     columns: Sequence[tuple[str, str]]
 
 
-def _replace(con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope, batch: Batch | None,
-             rejects: Sequence[tuple[int, str, str]] = ()) -> LoadResult:
+def _replace(
+    con: duckdb.DuckDBPyConnection,
+    stream: Stream,
+    scope: Scope,
+    batch: Batch | None,
+    rejects: Sequence[tuple[int, str, str]] = (),
+) -> LoadResult:
     """In one transaction: delete the scope's rows and insert the batch (None: no rows).
 
     A window load must only bring rows inside its window: a row outside it would not be replaced
@@ -282,8 +298,10 @@ def _replace(con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope, batch
         if stream.write == "window":
             inside = con.execute(f"SELECT count(*) FROM {table} WHERE {scope.where}", list(scope.params)).fetchone()[0]
             if inside != rows:
-                raise LoadError(f"{stream.name}: {rows - inside} of {rows} records lie outside the requested "
-                                f"range or have no {stream.replication_key}; nothing was written")
+                raise LoadError(
+                    f"{stream.name}: {rows - inside} of {rows} records lie outside the requested "
+                    f"range or have no {stream.replication_key}; nothing was written"
+                )
             if stream.primary_key:
                 _drop_superseded(con, stream, *scope.params)
         _record_rejects(con, stream, scope, rejects)
@@ -296,23 +314,33 @@ def _replace(con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope, batch
     return LoadResult(rows=rows, replaced=replaced, rejected=len(rejects))
 
 
-def _record_rejects(con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope,
-                    rejects: Sequence[tuple[int, str, str]]) -> None:
+def _record_rejects(
+    con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope, rejects: Sequence[tuple[int, str, str]]
+) -> None:
     """Replace the rejected lines on record for this load's scope with the ones it found."""
     table = f"{SCHEMA}.{REJECTS}"
-    con.execute(f"CREATE TABLE IF NOT EXISTS {table} (stream VARCHAR, window_start TIMESTAMPTZ, "
-                "window_end TIMESTAMPTZ, line BIGINT, error VARCHAR, raw VARCHAR, loaded_at TIMESTAMPTZ)")
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {table} (stream VARCHAR, window_start TIMESTAMPTZ, "
+        "window_end TIMESTAMPTZ, line BIGINT, error VARCHAR, raw VARCHAR, loaded_at TIMESTAMPTZ)"
+    )
     window = scope.params if stream.write == "window" else (None, None)
     if stream.write == "window":
-        con.execute(f"DELETE FROM {table} WHERE stream = ? AND window_start >= ? AND window_end <= ?",
-                    [stream.name, *window])
+        con.execute(
+            f"DELETE FROM {table} WHERE stream = ? AND window_start >= ? AND window_end <= ?", [stream.name, *window]
+        )
     else:
         con.execute(f"DELETE FROM {table} WHERE stream = ?", [stream.name])
     if rejects:
-        log.warning("%s: %d line(s) of the response are not JSON objects; kept verbatim in iterable.%s",
-                    stream.name, len(rejects), REJECTS)
-        con.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, now())",
-                        [[stream.name, *window, line, error, raw] for line, error, raw in rejects])
+        log.warning(
+            "%s: %d line(s) of the response are not JSON objects; kept verbatim in iterable.%s",
+            stream.name,
+            len(rejects),
+            REJECTS,
+        )
+        con.executemany(
+            f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, now())",
+            [[stream.name, *window, line, error, raw] for line, error, raw in rejects],
+        )
 
 
 def load_ndjson(con: duckdb.DuckDBPyConnection, stream: Stream, spool: NdjsonSpool, scope: Scope) -> LoadResult:
@@ -332,8 +360,13 @@ def load_ndjson(con: duckdb.DuckDBPyConnection, stream: Stream, spool: NdjsonSpo
             clean.shutdown()
 
 
-def _load_spool(con: duckdb.DuckDBPyConnection, stream: Stream, spool: NdjsonSpool, scope: Scope,
-                rejects: Sequence[tuple[int, str, str]] = ()) -> LoadResult:
+def _load_spool(
+    con: duckdb.DuckDBPyConnection,
+    stream: Stream,
+    spool: NdjsonSpool,
+    scope: Scope,
+    rejects: Sequence[tuple[int, str, str]] = (),
+) -> LoadResult:
     """Load a spool, reading it with the columns it detected (every key, types that hold every value)."""
     if not spool.size:
         return _replace(con, stream, scope, None, rejects)
@@ -391,16 +424,17 @@ def load_records(con: duckdb.DuckDBPyConnection, stream: Stream, records: Iterab
             spool.shutdown()
 
 
-def load_list_users(con: duckdb.DuckDBPyConnection, stream: Stream, path: Path, list_id: int,
-                    synced_at: datetime) -> LoadResult:
+def load_list_users(
+    con: duckdb.DuckDBPyConnection, stream: Stream, path: Path, list_id: int, synced_at: datetime
+) -> LoadResult:
     """Replace one list's members with the emails of a getUsers body (one per line)."""
     source = None
     if path.stat().st_size:
-        # A view cannot take parameters, so the list id and sync time are written as literals.
+        # The batch query takes no parameters, so the list id and sync time are written as literals.
         source = (
             f"SELECT email, {int(list_id)}::BIGINT AS listId, '{synced_at.isoformat()}'::TIMESTAMPTZ AS updatedAt "
-            f"FROM read_csv({_sql_string(str(path))}, header = false, columns = {{'email': 'VARCHAR'}}, delim = '\x01', "
-            "quote = '', escape = '', auto_detect = false, new_line = '\\n', strict_mode = false) "
+            f"FROM read_csv({_sql_string(str(path))}, header = false, columns = {{'email': 'VARCHAR'}}, "
+            "delim = '\x01', quote = '', escape = '', auto_detect = false, new_line = '\\n', strict_mode = false) "
             "WHERE email IS NOT NULL AND trim(email) <> ''"
         )
     batch = Batch(source, [("email", "VARCHAR"), ("listId", "BIGINT"), ("updatedAt", TIMESTAMPTZ)]) if source else None
@@ -412,16 +446,19 @@ def delete_lists(con: duckdb.DuckDBPyConnection, stream: Stream, list_ids: Seque
     if not list_ids or not _table_types(con, stream):
         return 0
     placeholders = ", ".join("?" for _ in list_ids)
-    return con.execute(f'DELETE FROM {table_name(stream.name)} WHERE "listId" IN ({placeholders})',
-                       [int(i) for i in list_ids]).fetchone()[0]
+    return con.execute(
+        f'DELETE FROM {table_name(stream.name)} WHERE "listId" IN ({placeholders})', [int(i) for i in list_ids]
+    ).fetchone()[0]
 
 
 def _drop_superseded(con: duckdb.DuckDBPyConnection, stream: Stream, start: datetime, end: datetime) -> None:
     """Drop older versions (from earlier windows) of the keyed records just loaded for [start, end)."""
     table, rk = table_name(stream.name), quote(stream.replication_key)
     keys = ", ".join(quote(k) for k in stream.primary_key)
-    con.execute(f"DELETE FROM {table} WHERE {rk} < ? AND ({keys}) IN "
-                f"(SELECT {keys} FROM {table} WHERE {rk} >= ? AND {rk} < ?)", [start, start, end])
+    con.execute(
+        f"DELETE FROM {table} WHERE {rk} < ? AND ({keys}) IN (SELECT {keys} FROM {table} WHERE {rk} >= ? AND {rk} < ?)",
+        [start, start, end],
+    )
 
 
 def max_value(con: duckdb.DuckDBPyConnection, stream: Stream, column: str):

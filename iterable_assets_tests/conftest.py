@@ -1,6 +1,10 @@
 """Shared fixtures: a simulator on loopback, a temporary DuckDB file and Dagster instance, and the
 project's assets wired to both with compressed rate windows and near-zero retry backoff."""
 
+import os
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -16,6 +20,8 @@ from iterable_assets.simulator import Dataset, Simulator, SimulatorConfig
 
 API_KEY = "test-key-5f0c1d"
 START = date(2024, 1, 1)
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the virtual environment's `dagster` and `iterable-assets`
 
 
 def utc(*args) -> datetime:
@@ -34,21 +40,40 @@ class Project:
     resource_overrides: dict = field(default_factory=dict)
 
     def resources(self) -> dict:
-        settings = dict(api_key=API_KEY, base_url=self.simulator.base_url, window_days=self.window_days,
-                        export_requests_per_minute=600.0, list_users_requests_per_minute=600.0,
-                        rate_window_seconds=1.0, request_timeout_seconds=5.0, retry_attempts=4,
-                        retry_backoff_seconds=0.01, rate_budget_path=str(self.budget_dir))
+        settings = dict(
+            api_key=API_KEY,
+            base_url=self.simulator.base_url,
+            window_days=self.window_days,
+            export_requests_per_minute=600.0,
+            list_users_requests_per_minute=600.0,
+            rate_window_seconds=1.0,
+            request_timeout_seconds=5.0,
+            retry_attempts=4,
+            retry_backoff_seconds=0.01,
+            rate_budget_path=str(self.budget_dir),
+        )
         settings.update(self.resource_overrides)
         return {"iterable": IterableResource(**settings), "duckdb": DuckDBResource(database=self.database)}
 
-    def materialize(self, selection: list[str], partition_key: str | None = None,
-                    days: tuple[str, str] | None = None, raise_on_error: bool = True):
+    def materialize(
+        self,
+        selection: list[str],
+        partition_key: str | None = None,
+        days: tuple[str, str] | None = None,
+        raise_on_error: bool = True,
+    ):
         tags = {}
         if days:
             tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[1]}
-        return dg.materialize(build_assets(self.start_date), selection=selection, instance=self.instance,
-                              resources=self.resources(), partition_key=partition_key, tags=tags,
-                              raise_on_error=raise_on_error)
+        return dg.materialize(
+            build_assets(self.start_date),
+            selection=selection,
+            instance=self.instance,
+            resources=self.resources(),
+            partition_key=partition_key,
+            tags=tags,
+            raise_on_error=raise_on_error,
+        )
 
     def query(self, sql: str, params: list | None = None) -> list[tuple]:
         with warehouse.connect(self.database) as con:
@@ -59,8 +84,18 @@ class Project:
 
 
 def small_config(**overrides) -> SimulatorConfig:
-    values = dict(seed=11, start=START, end=date(2024, 3, 1), events_per_day=12, users=120, lists=4,
-                  campaigns=25, templates=24, metadata_tables=2, metadata_keys_per_table=7)
+    values = dict(
+        seed=11,
+        start=START,
+        end=date(2024, 3, 1),
+        events_per_day=12,
+        users=120,
+        lists=4,
+        campaigns=25,
+        templates=24,
+        metadata_tables=2,
+        metadata_keys_per_table=7,
+    )
     values.update(overrides)
     return SimulatorConfig(**values)
 
@@ -80,3 +115,30 @@ def simulator(dataset):
 def project(tmp_path, simulator, dataset):
     with dg.instance_for_test() as instance:
         yield Project(simulator, dataset, str(tmp_path / "warehouse.duckdb"), instance, tmp_path)
+
+
+@pytest.fixture
+def cli_env(project, tmp_path) -> dict:
+    """The environment of a command run in a subprocess: a persistent instance with the project's
+    dagster.yaml (so pools apply across processes) and the variables pointing at the simulator and
+    the test's DuckDB file, with compressed rate windows and near-zero backoff."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ITERABLE_", "DAGSTER_"))}
+    env.update(
+        ITERABLE_API_KEY=API_KEY,
+        ITERABLE_BASE_URL=project.simulator.base_url,
+        ITERABLE_START_DATE="2024-01-01",
+        ITERABLE_DUCKDB_PATH=project.database,
+        ITERABLE_RATE_WINDOW_SECONDS="1",
+        ITERABLE_EXPORT_REQUESTS_PER_MINUTE="600",
+        ITERABLE_LIST_USERS_REQUESTS_PER_MINUTE="600",
+        ITERABLE_RETRY_BACKOFF_SECONDS="0.01",
+        DAGSTER_HOME=str(home),
+    )
+    return env
+
+
+def run(args: list[str], env: dict, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)

@@ -18,8 +18,10 @@ def test_every_table_has_a_daily_schedule_on_by_default():
     defs = build_definitions(load_settings({"ITERABLE_START_DATE": "2024-01-01"}))
     covered = set()
     with dg.instance_for_test():  # resolving definitions reads the current instance
-        jobs = {name: defs.resolve_job_def(schedule(defs, name).job_name) for name in
-                ["iterable_catalog_daily", "iterable_list_users_daily", "iterable_exports_daily"]}
+        jobs = {
+            name: defs.resolve_job_def(schedule(defs, name).job_name)
+            for name in ["iterable_catalog_daily", "iterable_list_users_daily", "iterable_exports_daily"]
+        }
     for name, job in jobs.items():
         assert schedule(defs, name).default_status == dg.DefaultScheduleStatus.RUNNING
         covered |= {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
@@ -30,11 +32,15 @@ def test_exports_schedule_requests_the_latest_complete_day():
     defs = build_definitions(load_settings({"ITERABLE_START_DATE": "2024-01-01"}))
     sched = schedule(defs, "iterable_exports_daily")
     with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance,
-                                            scheduled_execution_time=datetime(2024, 3, 10, 3, 0, tzinfo=timezone.utc))
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime(2024, 3, 10, 3, 0, tzinfo=timezone.utc)
+        )
         request = sched(context)
-        early = sched(dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(
-            2024, 1, 1, 3, 0, tzinfo=timezone.utc)))
+        early = sched(
+            dg.build_schedule_context(
+                instance=instance, scheduled_execution_time=datetime(2024, 1, 1, 3, 0, tzinfo=timezone.utc)
+            )
+        )
     assert request.partition_key == "2024-03-09"
     assert isinstance(early, dg.SkipReason)
 
@@ -42,8 +48,9 @@ def test_exports_schedule_requests_the_latest_complete_day():
 def test_list_users_schedule_requests_one_run_per_list():
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(LISTS_PARTITIONS.name, ["11", "12"])
-        context = dg.build_schedule_context(instance=instance,
-                                            scheduled_execution_time=datetime(2024, 3, 10, 2, 30, tzinfo=timezone.utc))
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime(2024, 3, 10, 2, 30, tzinfo=timezone.utc)
+        )
         requests = automation.list_users_schedule(context)
     assert sorted(r.partition_key for r in requests) == ["11", "12"]
 
@@ -53,6 +60,7 @@ def test_sensor_adds_new_lists_and_requests_their_runs_then_reacts_to_deletions(
 
     iterable = client(project.simulator, project.budget_dir)
     ids = sorted(str(x["id"]) for x in project.dataset.lists())
+
     def tick():
         with dg.build_sensor_context(instance=project.instance, resources={"iterable": iterable}) as context:
             return automation.lists_sensor(context)

@@ -26,8 +26,11 @@ HINTS = {400: "rejected the request's parameters", 401: "data center", 403: "rea
 
 
 def failure_message(project, result) -> str:
-    failures = [e for e in project.instance.all_logs(result.run_id)
-                if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"]
+    failures = [
+        e
+        for e in project.instance.all_logs(result.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
+    ]
     assert len(failures) == 1
     return str(failures[0].dagster_event.step_failure_data.error.to_string())
 

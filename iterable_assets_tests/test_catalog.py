@@ -15,11 +15,15 @@ def test_full_tables_equal_the_simulator(project):
     project.materialize(["channels", "message_types", "lists", "campaigns"])
     ds = project.dataset
     assert sorted(project.query("SELECT id, name FROM iterable.channels")) == sorted(
-        (c["id"], c["name"]) for c in ds.channels())
+        (c["id"], c["name"]) for c in ds.channels()
+    )
     assert sorted(project.query("SELECT id, name FROM iterable.message_types")) == sorted(
-        (m["id"], m["name"]) for m in ds.message_types())
-    assert sorted(project.query("SELECT id, name FROM iterable.lists")) == sorted((x["id"], x["name"]) for x in ds.lists())
-    stored = project.query("SELECT id, epoch_ms(\"updatedAt\") FROM iterable.campaigns ORDER BY id")
+        (m["id"], m["name"]) for m in ds.message_types()
+    )
+    assert sorted(project.query("SELECT id, name FROM iterable.lists")) == sorted(
+        (x["id"], x["name"]) for x in ds.lists()
+    )
+    stored = project.query('SELECT id, epoch_ms("updatedAt") FROM iterable.campaigns ORDER BY id')
     assert stored == sorted((c["id"], c["updatedAt"]) for c in ds.campaigns())
     # a second sync neither duplicates nor loses rows
     project.materialize(["channels", "message_types", "lists", "campaigns"])
@@ -54,8 +58,9 @@ def test_templates_bookmark_filters_client_side_and_upserts(project):
     newer = [t for t in ds.templates() if t["updatedAt"] >= bookmark_ms]
     assert metadata["rows_written"].value == len(newer)  # only records at or after the bookmark
     assert metadata["bookmark"].value == datetime.fromtimestamp(bookmark_ms / 1000, timezone.utc).isoformat()
-    assert project.query('SELECT epoch_ms("updatedAt") FROM iterable.templates WHERE "templateId" = ?',
-                         [edited["templateId"]]) == [(ms(utc(2024, 6, 1)),)]
+    assert project.query(
+        'SELECT epoch_ms("updatedAt") FROM iterable.templates WHERE "templateId" = ?', [edited["templateId"]]
+    ) == [(ms(utc(2024, 6, 1)),)]
     assert project.query("SELECT count(*) FROM iterable.templates") == [(len(all_templates),)]
 
 
@@ -71,7 +76,8 @@ def test_campaign_bookmark_upserts_edited_campaigns(project):
     assert len(at_or_after) == 2
     assert second.asset_materializations_for_node("campaigns")[0].metadata["rows_written"].value == 2
     assert project.query('SELECT epoch_ms("updatedAt") FROM iterable.campaigns WHERE id = ?', [edited["id"]]) == [
-        (ms(utc(2024, 7, 1)),)]
+        (ms(utc(2024, 7, 1)),)
+    ]
 
 
 def materialize_lists_and_members(project):
@@ -92,7 +98,7 @@ def test_list_users_rows_and_updated_at(project):
     assert sorted(project.query('SELECT email, "listId" FROM iterable.list_users')) == expected
     columns = [r[0] for r in project.query("DESCRIBE iterable.list_users")]
     assert columns == ["email", "listId", "updatedAt"]
-    (low, high), = project.query('SELECT min("updatedAt"), max("updatedAt") FROM iterable.list_users')
+    ((low, high),) = project.query('SELECT min("updatedAt"), max("updatedAt") FROM iterable.list_users')
     assert before <= low <= high <= after
     # re-running a list replaces its rows
     project.materialize(["list_users"], partition_key=keys[0])

@@ -2,63 +2,74 @@
 
 Each test runs the real entry point in a subprocess against the simulator on loopback."""
 
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import dagster as dg
 import pytest
 
-from .conftest import API_KEY
+from .conftest import API_KEY, BIN, run
 from .test_exports import expected_rows, stored_rows
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def cli_env(project, tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ITERABLE_", "DAGSTER_"))}
-    env.update(ITERABLE_API_KEY=API_KEY, ITERABLE_BASE_URL=project.simulator.base_url, ITERABLE_START_DATE="2024-01-01",
-               ITERABLE_DUCKDB_PATH=project.database, ITERABLE_RATE_WINDOW_SECONDS="1",
-               ITERABLE_EXPORT_REQUESTS_PER_MINUTE="600", ITERABLE_LIST_USERS_REQUESTS_PER_MINUTE="600",
-               ITERABLE_RETRY_BACKOFF_SECONDS="0.01", DAGSTER_HOME=str(home))
-    return env
-
-
-def run(args: list[str], env: dict, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
-
-
 def test_dagster_asset_materialize_one_partition_and_a_range(project, cli_env):
-    one = run([str(BIN / "dagster"), "asset", "materialize", "-m", "iterable_assets.definitions",
-               "--select", "email_open", "--partition", "2024-01-05"], cli_env)
+    one = run(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "iterable_assets.definitions",
+            "--select",
+            "email_open",
+            "--partition",
+            "2024-01-05",
+        ],
+        cli_env,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     assert stored_rows(project, "email_open") == expected_rows(project, "email_open", "2024-01-05", "2024-01-05")
 
-    ranged = run([str(BIN / "dagster"), "asset", "materialize", "-m", "iterable_assets.definitions",
-                  "--select", "email_open", "--partition-range", "2024-01-01...2024-01-20"], cli_env)
+    ranged = run(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "iterable_assets.definitions",
+            "--select",
+            "email_open",
+            "--partition-range",
+            "2024-01-01...2024-01-20",
+        ],
+        cli_env,
+    )
     assert ranged.returncode == 0, ranged.stderr[-3000:]
     assert stored_rows(project, "email_open") == expected_rows(project, "email_open", "2024-01-01", "2024-01-20")
     assert project.export_requests() == 2  # one window for the day, one for the 20-day range
 
 
 def test_sync_runs_through_the_instance_and_prints_a_table(project, cli_env):
-    result = run([str(BIN / "iterable-assets"), "sync", "--select", "channels,list_users,email_click",
-                  "--start", "2024-01-02", "--end", "2024-01-04"], cli_env)
+    result = run(
+        [
+            str(BIN / "iterable-assets"),
+            "sync",
+            "--select",
+            "channels,list_users,email_click",
+            "--start",
+            "2024-01-02",
+            "--end",
+            "2024-01-04",
+        ],
+        cli_env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["table", "rows", "export", "requests", "seconds", "status"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert set(rows) == {"channels", "list_users", "email_click"}
-    assert int(rows["email_click"][1]) == sum(expected_rows(project, "email_click", "2024-01-02", "2024-01-04").values())
+    assert int(rows["email_click"][1]) == sum(
+        expected_rows(project, "email_click", "2024-01-02", "2024-01-04").values()
+    )
     assert rows["email_click"][2] == "1" and rows["email_click"][4] == "ok"
     ds = project.dataset
     assert int(rows["list_users"][1]) == sum(len(ds.list_users(x["id"])) for x in ds.lists())
@@ -73,12 +84,15 @@ def test_sync_rejects_a_range_outside_the_partitions(cli_env):
     assert "ITERABLE_START_DATE (2024-01-01)" in result.stderr
 
 
-@pytest.mark.parametrize("key, base_url, code, phrase", [
-    (API_KEY, None, 0, "OK: the key reads resources and exports"),
-    ("wrong-key-0042", None, 2, "The key was refused"),
-    ("read-only-key", None, 4, "can read resources but cannot export"),
-    (API_KEY, "http://127.0.0.1:9", 3, "Cannot reach http://127.0.0.1:9"),
-])
+@pytest.mark.parametrize(
+    "key, base_url, code, phrase",
+    [
+        (API_KEY, None, 0, "OK: the key reads resources and exports"),
+        ("wrong-key-0042", None, 2, "The key was refused"),
+        ("read-only-key", None, 4, "can read resources but cannot export"),
+        (API_KEY, "http://127.0.0.1:9", 3, "Cannot reach http://127.0.0.1:9"),
+    ],
+)
 def test_check_tells_the_failures_apart(cli_env, key, base_url, code, phrase):
     env = dict(cli_env, ITERABLE_API_KEY=key, ITERABLE_RETRY_ATTEMPTS="2")
     if base_url:

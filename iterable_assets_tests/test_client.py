@@ -9,9 +9,17 @@ from .conftest import API_KEY, utc
 
 
 def client(simulator, tmp_path, **overrides) -> IterableResource:
-    settings = dict(api_key=API_KEY, base_url=simulator.base_url, export_requests_per_minute=600.0,
-                    list_users_requests_per_minute=600.0, rate_window_seconds=1.0, request_timeout_seconds=2.0,
-                    retry_attempts=4, retry_backoff_seconds=0.01, rate_budget_path=str(tmp_path))
+    settings = dict(
+        api_key=API_KEY,
+        base_url=simulator.base_url,
+        export_requests_per_minute=600.0,
+        list_users_requests_per_minute=600.0,
+        rate_window_seconds=1.0,
+        request_timeout_seconds=2.0,
+        retry_attempts=4,
+        retry_backoff_seconds=0.01,
+        rate_budget_path=str(tmp_path),
+    )
     settings.update(overrides)
     return IterableResource(**settings)
 
@@ -45,8 +53,11 @@ def test_429_and_5xx_are_retried(simulator, tmp_path, status):
     iterable = client(simulator, tmp_path)
     with iterable.export("emailOpen", utc(2024, 1, 1), utc(2024, 1, 3)) as spool:
         lines = body(spool).splitlines()
-    expected = list(simulator.dataset.export_lines("emailOpen", utc(2024, 1, 1).replace(tzinfo=None),
-                                                   utc(2024, 1, 3).replace(tzinfo=None)))
+    expected = list(
+        simulator.dataset.export_lines(
+            "emailOpen", utc(2024, 1, 1).replace(tzinfo=None), utc(2024, 1, 3).replace(tzinfo=None)
+        )
+    )
     assert lines == [line.rstrip(b"\n") for line in expected]
     assert [r[4] for r in simulator.requests_to("/api/export/data.json")] == [status, status, 200]
 
@@ -64,8 +75,11 @@ def test_a_cut_body_is_downloaded_again_whole(simulator, tmp_path):
     simulator.inject(Fault(path_prefix="/api/export/data.json", kind="cut", times=1, after_bytes=500))
     with client(simulator, tmp_path).export("emailSend", utc(2024, 1, 1), utc(2024, 1, 5)) as spool:
         received = body(spool)
-    expected = b"".join(simulator.dataset.export_lines("emailSend", utc(2024, 1, 1).replace(tzinfo=None),
-                                                       utc(2024, 1, 5).replace(tzinfo=None)))
+    expected = b"".join(
+        simulator.dataset.export_lines(
+            "emailSend", utc(2024, 1, 1).replace(tzinfo=None), utc(2024, 1, 5).replace(tzinfo=None)
+        )
+    )
     assert received == expected
     assert len(simulator.requests_to("/api/export/data.json")) == 2
 
@@ -81,5 +95,8 @@ def test_retries_give_up_with_a_clear_message(simulator, tmp_path):
     simulator.inject(Fault(path_prefix="/api/channels", kind="status", status=503, times=None))
     with pytest.raises(IterableApiError) as error:
         client(simulator, tmp_path, retry_attempts=3).get_json("channels")
-    assert "HTTP 503" in str(error.value) and "gave up after 3 attempts" in str(error.value)
+    assert str(error.value) == (
+        "GET /api/channels failed with HTTP 503: Request timeout. Try again later.; "
+        "gave up after 3 attempts (code GenericError)"
+    )
     assert len(simulator.requests_to("/api/channels")) == 3

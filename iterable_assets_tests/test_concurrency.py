@@ -5,46 +5,30 @@ lock on `<database>.lock` (warehouse.connect). These tests start several runs at
 processes (a UI backfill, a schedule tick and the per-list runs of a sync overlapping) and as threads
 of one process, and then compare every table they wrote with the simulator."""
 
-import os
-import shutil
 import subprocess
-import sys
 import threading
 import time
 from contextlib import ExitStack
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from iterable_assets.assets import LISTS_PARTITIONS
 
-from .conftest import API_KEY, Project
-from .test_faults import (assert_catalog_exact, assert_export_exact, assert_list_users_exact,
-                          assert_nothing_set_aside, stored_tables)
+from .conftest import BIN, ROOT, Project
+from .test_faults import (
+    assert_catalog_exact,
+    assert_export_exact,
+    assert_list_users_exact,
+    assert_nothing_set_aside,
+    stored_tables,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 MODULE = ["asset", "materialize", "-m", "iterable_assets.definitions"]
 CATALOG_TABLES = ["campaigns", "channels", "templates", "metadata", "message_types"]
 RANGE = ("2024-01-01", "2024-01-20")
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def cli_env(project, tmp_path):
-    """As in test_cli.py: a persistent instance (the project's dagster.yaml, so pools apply across
-    processes) and the project's variables pointing at the simulator and the test's DuckDB file."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ITERABLE_", "DAGSTER_"))}
-    env.update(ITERABLE_API_KEY=API_KEY, ITERABLE_BASE_URL=project.simulator.base_url, ITERABLE_START_DATE="2024-01-01",
-               ITERABLE_DUCKDB_PATH=project.database, ITERABLE_RATE_WINDOW_SECONDS="1",
-               ITERABLE_EXPORT_REQUESTS_PER_MINUTE="600", ITERABLE_LIST_USERS_REQUESTS_PER_MINUTE="600",
-               ITERABLE_RETRY_BACKOFF_SECONDS="0.01", DAGSTER_HOME=str(home))
-    return env
 
 
 def dagster(*args: str) -> list[str]:
@@ -53,8 +37,9 @@ def dagster(*args: str) -> list[str]:
 
 def test_runs_started_together_as_processes_all_succeed_and_lose_nothing(project, cli_env, tmp_path):
     ds = project.dataset
-    first = subprocess.run(dagster("--select", "lists"), env=cli_env, cwd=ROOT, capture_output=True, text=True,
-                           timeout=300)
+    first = subprocess.run(
+        dagster("--select", "lists"), env=cli_env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
         keys = sorted(instance.get_dynamic_partitions(LISTS_PARTITIONS.name), key=int)
@@ -91,7 +76,12 @@ def test_runs_started_together_as_processes_all_succeed_and_lose_nothing(project
     assert_list_users_exact(project)
     assert_nothing_set_aside(project)
     assert stored_tables(project) - {"_rejected_records"} == {
-        "email_open", "email_click", *CATALOG_TABLES, "lists", "list_users"}
+        "email_open",
+        "email_click",
+        *CATALOG_TABLES,
+        "lists",
+        "list_users",
+    }
 
     with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
         records = sorted(instance.get_run_records(), key=lambda r: r.start_time)
@@ -99,9 +89,11 @@ def test_runs_started_together_as_processes_all_succeed_and_lose_nothing(project
     assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
     # The runs started together really overlapped (the first record is the `lists` run before them).
     spans = [(r.start_time, r.end_time) for r in records[1:]]
-    overlapping = sum(1 for i, a in enumerate(spans) for b in spans[i + 1:] if b[0] < a[1] and a[0] < b[1])
-    print(f"\n{len(commands)} runs started together finished in {elapsed:.1f}s; "
-          f"{overlapping} of {len(spans) * (len(spans) - 1) // 2} pairs overlapped")
+    overlapping = sum(1 for i, a in enumerate(spans) for b in spans[i + 1 :] if b[0] < a[1] and a[0] < b[1])
+    print(
+        f"\n{len(commands)} runs started together finished in {elapsed:.1f}s; "
+        f"{overlapping} of {len(spans) * (len(spans) - 1) // 2} pairs overlapped"
+    )
     assert overlapping > 0
 
 
@@ -118,9 +110,13 @@ def test_runs_in_threads_of_one_process_all_succeed_and_lose_nothing(project, tm
         "catalog": lambda p: [p.materialize(CATALOG_TABLES)],
         "open_click": lambda p: [p.materialize(["email_open", "email_click"], days=RANGE)],
         "users_send": lambda p: [p.materialize(["users", "email_send"], days=RANGE)],
-        "lists": lambda p: [p.materialize(["lists"])] + [
-            p.materialize(["list_users"], partition_key=key)
-            for key in sorted(p.instance.get_dynamic_partitions(LISTS_PARTITIONS.name), key=int)],
+        "lists": lambda p: (
+            [p.materialize(["lists"])]
+            + [
+                p.materialize(["list_users"], partition_key=key)
+                for key in sorted(p.instance.get_dynamic_partitions(LISTS_PARTITIONS.name), key=int)
+            ]
+        ),
     }
     barrier = threading.Barrier(len(jobs))
     results, errors, spans = {}, {}, {}

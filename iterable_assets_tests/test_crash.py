@@ -16,14 +16,22 @@ import pytest
 from iterable_assets import warehouse
 from iterable_assets.simulator import Dataset
 
-from .conftest import small_config
-from .test_cli import BIN, cli_env, run  # noqa: F401 (cli_env is a fixture)
+from .conftest import BIN, run, small_config
 
 pytestmark = pytest.mark.slow
 
 DAY = "2024-01-02"
-MATERIALIZE = [str(BIN / "dagster"), "asset", "materialize", "-m", "iterable_assets.definitions",
-               "--select", "email_send", "--partition", DAY]
+MATERIALIZE = [
+    str(BIN / "dagster"),
+    "asset",
+    "materialize",
+    "-m",
+    "iterable_assets.definitions",
+    "--select",
+    "email_send",
+    "--partition",
+    DAY,
+]
 
 
 def rows(project) -> Counter:
@@ -32,8 +40,9 @@ def rows(project) -> Counter:
 
 def expected(dataset: Dataset) -> Counter:
     records = dataset.export_records("emailSend", datetime(2024, 1, 2), datetime(2024, 1, 3))
-    return Counter((r["email"], datetime.strptime(r["createdAt"], "%Y-%m-%d %H:%M:%S %z"), r["messageId"])
-                   for r in records)
+    return Counter(
+        (r["email"], datetime.strptime(r["createdAt"], "%Y-%m-%d %H:%M:%S %z"), r["messageId"]) for r in records
+    )
 
 
 def load_in_progress(database: str) -> bool:
@@ -56,8 +65,9 @@ def test_sigkill_during_a_load_leaves_old_or_new_rows_and_recover_frees_the_pool
     assert rows(project) == expected(old)
 
     project.simulator.dataset = new
-    victim = subprocess.Popen(MATERIALIZE, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    victim = subprocess.Popen(
+        MATERIALIZE, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while not load_in_progress(project.database):
         assert victim.poll() is None, "the run ended before its load started"

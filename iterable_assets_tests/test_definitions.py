@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -12,17 +11,40 @@ from iterable_assets.assets import EXPORT_POOL, LIST_USERS_POOL, build_assets
 from iterable_assets.definitions import build_definitions
 from iterable_assets.settings import load_settings
 
-ROOT = Path(__file__).resolve().parents[1]
-TABLES = ["campaigns", "channels", "email_bounce", "email_click", "email_complaint", "email_open", "email_send",
-          "email_send_skip", "email_subscribe", "email_unsubscribe", "list_users", "lists", "message_types",
-          "metadata", "templates", "users"]
+from .conftest import ROOT
+
+TABLES = [
+    "campaigns",
+    "channels",
+    "email_bounce",
+    "email_click",
+    "email_complaint",
+    "email_open",
+    "email_send",
+    "email_send_skip",
+    "email_subscribe",
+    "email_unsubscribe",
+    "list_users",
+    "lists",
+    "message_types",
+    "metadata",
+    "templates",
+    "users",
+]
 
 
 def test_definitions_load_with_no_environment_variable(tmp_path):
-    code = ("import dagster as dg; from iterable_assets.definitions import defs; dg.Definitions.validate_loadable(defs);"
-            "print(len(list(defs.resolve_all_asset_keys())))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    code = (
+        "import dagster as dg; from iterable_assets.definitions import defs; dg.Definitions.validate_loadable(defs);"
+        "print(len(list(defs.resolve_all_asset_keys())))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "16"
 
@@ -36,8 +58,17 @@ def test_sixteen_assets_with_bare_keys():
 
 def test_pools_partitions_and_backfill_policy():
     by_name = {a.key.to_user_string(): a for a in build_assets(load_settings({}).start_date)}
-    for name in ["email_bounce", "email_click", "email_complaint", "email_open", "email_send", "email_send_skip",
-                 "email_subscribe", "email_unsubscribe", "users"]:
+    for name in [
+        "email_bounce",
+        "email_click",
+        "email_complaint",
+        "email_open",
+        "email_send",
+        "email_send_skip",
+        "email_subscribe",
+        "email_unsubscribe",
+        "users",
+    ]:
         asset = by_name[name]
         assert asset.op.pool == EXPORT_POOL
         assert isinstance(asset.partitions_def, dg.DailyPartitionsDefinition)
@@ -45,8 +76,10 @@ def test_pools_partitions_and_backfill_policy():
         assert asset.backfill_policy == dg.BackfillPolicy.single_run()
     assert by_name["list_users"].op.pool == LIST_USERS_POOL
     assert isinstance(by_name["list_users"].partitions_def, dg.DynamicPartitionsDefinition)
-    assert all(by_name[n].partitions_def is None for n in ["campaigns", "channels", "lists", "message_types",
-                                                           "metadata", "templates"])
+    assert all(
+        by_name[n].partitions_def is None
+        for n in ["campaigns", "channels", "lists", "message_types", "metadata", "templates"]
+    )
 
 
 def test_instance_yaml_limits_every_pool_to_one_step():

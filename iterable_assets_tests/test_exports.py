@@ -22,7 +22,9 @@ def expected_rows(project, stream_name: str, first_day: str, last_day: str) -> C
     stream = STREAMS_BY_NAME[stream_name]
     start = datetime.fromisoformat(first_day).replace(tzinfo=utc(2000, 1, 1).tzinfo)
     end = datetime.fromisoformat(last_day).replace(tzinfo=start.tzinfo) + timedelta(days=1)
-    records = project.dataset.export_records(stream.data_type_name, start.replace(tzinfo=None), end.replace(tzinfo=None))
+    records = project.dataset.export_records(
+        stream.data_type_name, start.replace(tzinfo=None), end.replace(tzinfo=None)
+    )
     return Counter((r["email"], parse_export_time(r[stream.replication_key])) for r in records)
 
 
@@ -58,16 +60,22 @@ def test_every_export_stream_loads_exactly_the_simulators_rows(project, stream):
 def test_no_field_is_dropped_and_types_are_kept(project):
     project.materialize(["email_send"], days=("2024-01-01", "2024-01-31"))
     records = list(project.dataset.export_records("emailSend", datetime(2024, 1, 1), datetime(2024, 2, 1)))
-    columns = {name: kind for name, kind in project.query(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'email_send'")}
+    columns = {
+        name: kind
+        for name, kind in project.query(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'email_send'"
+        )
+    }
     assert set().union(*(r.keys() for r in records)) <= set(columns)
     assert columns["createdAt"] == "TIMESTAMP WITH TIME ZONE"
     assert columns["transactionalData"] == "JSON"
     with_data = [r for r in records if "transactionalData" in r]
     assert with_data, "the simulator should send transactionalData on some records"
-    stored = project.query('SELECT "transactionalData"->>\'$.sku\' FROM iterable.email_send '
-                           'WHERE "transactionalData" IS NOT NULL AND email = ? AND "messageId" = ?',
-                           [with_data[0]["email"], with_data[0]["messageId"]])
+    stored = project.query(
+        "SELECT \"transactionalData\"->>'$.sku' FROM iterable.email_send "
+        'WHERE "transactionalData" IS NOT NULL AND email = ? AND "messageId" = ?',
+        [with_data[0]["email"], with_data[0]["messageId"]],
+    )
     assert stored == [(json.loads(with_data[0]["transactionalData"]).get("sku"),)]
 
 
@@ -77,20 +85,41 @@ def test_users_renames_and_dotted_keys(project):
     colliding = [r for r in records if "Industry" in r and "industry" in r]
     assert colliding, "the simulator should send users with both industry and Industry"
     sample = colliding[0]
-    row = project.query('SELECT industry, _industry, "offers.intro APR", "_offers.intro APR", '
-                        '"itblInternal.emailDomain" FROM iterable.users WHERE email = ?', [sample["email"]])
-    assert row == [(sample["industry"], sample["Industry"], json.dumps(sample["offers.intro APR"], separators=(",", ":")),
-                    json.dumps(sample["offers.Intro APR"], separators=(",", ":")), sample["itblInternal.emailDomain"])]
-    assert project.query("SELECT count(*), count(DISTINCT email) FROM iterable.users")[0] == (len(records), len(records))
+    row = project.query(
+        'SELECT industry, _industry, "offers.intro APR", "_offers.intro APR", '
+        '"itblInternal.emailDomain" FROM iterable.users WHERE email = ?',
+        [sample["email"]],
+    )
+    assert row == [
+        (
+            sample["industry"],
+            sample["Industry"],
+            json.dumps(sample["offers.intro APR"], separators=(",", ":")),
+            json.dumps(sample["offers.Intro APR"], separators=(",", ":")),
+            sample["itblInternal.emailDomain"],
+        )
+    ]
+    assert project.query("SELECT count(*), count(DISTINCT email) FROM iterable.users")[0] == (
+        len(records),
+        len(records),
+    )
 
 
 @pytest.mark.parametrize("window_days, requests", [(30, 13), (7, 53)])
 def test_a_365_day_range_makes_the_expected_number_of_export_requests(tmp_path, window_days, requests):
-    dataset = Dataset(small_config(start=datetime(2023, 1, 1).date(), end=datetime(2024, 1, 1).date(),
-                                   events_per_day=2))
+    dataset = Dataset(
+        small_config(start=datetime(2023, 1, 1).date(), end=datetime(2024, 1, 1).date(), events_per_day=2)
+    )
     with Simulator(dataset, api_keys={API_KEY: "full"}) as sim, dg.instance_for_test() as instance:
-        project = Project(sim, dataset, str(tmp_path / "w.duckdb"), instance, tmp_path, window_days=window_days,
-                          start_date=datetime(2023, 1, 1).date())
+        project = Project(
+            sim,
+            dataset,
+            str(tmp_path / "w.duckdb"),
+            instance,
+            tmp_path,
+            window_days=window_days,
+            start_date=datetime(2023, 1, 1).date(),
+        )
         result = project.materialize(["email_open"], days=("2023-01-01", "2023-12-31"))
         assert project.export_requests() == requests
         metadata = result.asset_materializations_for_node("email_open")[0].metadata

@@ -21,9 +21,24 @@ from iterable_assets.streams import EXPORT_STREAMS
 from .test_exports import expected_rows, stored_rows
 
 DAYS = ("2024-01-03", "2024-01-16")  # one export window per stream (ITERABLE_WINDOW_DAYS 30)
-TABLES = {"campaigns", "channels", "email_bounce", "email_click", "email_complaint", "email_open", "email_send",
-          "email_send_skip", "email_subscribe", "email_unsubscribe", "list_users", "lists", "message_types",
-          "metadata", "templates", "users"}
+TABLES = {
+    "campaigns",
+    "channels",
+    "email_bounce",
+    "email_click",
+    "email_complaint",
+    "email_open",
+    "email_send",
+    "email_send_skip",
+    "email_subscribe",
+    "email_unsubscribe",
+    "list_users",
+    "lists",
+    "message_types",
+    "metadata",
+    "templates",
+    "users",
+}
 CATALOG = ["campaigns", "channels", "lists", "message_types", "metadata", "templates"]
 EXPORTS = [s.name for s in EXPORT_STREAMS]
 EXPORT = "/api/export/data.json"
@@ -32,6 +47,7 @@ GENERIC_500_MSG = "An error occurred. Please try again later"
 
 
 # ---- the sync and the comparison -------------------------------------------------------------------
+
 
 def full_sync(project, days: tuple[str, str] = DAYS, raise_on_error: bool = True) -> list:
     """The catalog tables in one run, then one list_users run per list, then the nine export streams
@@ -62,8 +78,9 @@ def assert_export_exact(project, name: str, days: tuple[str, str]) -> None:
 def assert_list_users_exact(project, skip_lists: frozenset = frozenset()) -> None:
     """Every list's members, each once; lists in `skip_lists` have no rows at all."""
     ds = project.dataset
-    members = sorted((email, x["id"]) for x in ds.lists() if x["id"] not in skip_lists
-                     for email in ds.list_users(x["id"]))
+    members = sorted(
+        (email, x["id"]) for x in ds.lists() if x["id"] not in skip_lists for email in ds.list_users(x["id"])
+    )
     assert sorted(project.query('SELECT email, "listId" FROM iterable.list_users')) == members
     assert count(project, "list_users") == len(members)
 
@@ -72,15 +89,24 @@ def assert_catalog_exact(project, names=CATALOG) -> None:
     """The catalog tables in `names` hold exactly the simulator's records (sorted lists: a duplicate fails)."""
     ds = project.dataset
     expected = {
-        "campaigns": ('SELECT id, epoch_ms("updatedAt") FROM iterable.campaigns',
-                      lambda: [(c["id"], c["updatedAt"]) for c in ds.campaigns()]),
-        "templates": ('SELECT "templateId" FROM iterable.templates', lambda: [(t["templateId"],) for t in ds.templates()]),
+        "campaigns": (
+            'SELECT id, epoch_ms("updatedAt") FROM iterable.campaigns',
+            lambda: [(c["id"], c["updatedAt"]) for c in ds.campaigns()],
+        ),
+        "templates": (
+            'SELECT "templateId" FROM iterable.templates',
+            lambda: [(t["templateId"],) for t in ds.templates()],
+        ),
         "channels": ("SELECT id, name FROM iterable.channels", lambda: [(c["id"], c["name"]) for c in ds.channels()]),
-        "message_types": ("SELECT id, name FROM iterable.message_types",
-                          lambda: [(m["id"], m["name"]) for m in ds.message_types()]),
+        "message_types": (
+            "SELECT id, name FROM iterable.message_types",
+            lambda: [(m["id"], m["name"]) for m in ds.message_types()],
+        ),
         "lists": ("SELECT id, name FROM iterable.lists", lambda: [(x["id"], x["name"]) for x in ds.lists()]),
-        "metadata": ('SELECT "table", "key" FROM iterable.metadata',
-                     lambda: [(k["table"], k["key"]) for t in ds.metadata_tables() for k in ds.metadata_keys(t)]),
+        "metadata": (
+            'SELECT "table", "key" FROM iterable.metadata',
+            lambda: [(k["table"], k["key"]) for t in ds.metadata_tables() for k in ds.metadata_keys(t)],
+        ),
     }
     for name in names:
         sql, rows = expected[name]
@@ -88,8 +114,10 @@ def assert_catalog_exact(project, names=CATALOG) -> None:
 
 
 def stored_tables(project) -> set[str]:
-    return {name for (name,) in project.query(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'iterable'")}
+    return {
+        name
+        for (name,) in project.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'iterable'")
+    }
 
 
 def assert_nothing_set_aside(project) -> None:
@@ -114,6 +142,7 @@ def assert_exact(project, days: tuple[str, str] = DAYS, skip_lists: frozenset = 
 
 # ---- reading the request log -----------------------------------------------------------------------
 
+
 def request_key(record) -> tuple:
     return record.path, tuple(sorted(record.params.items()))
 
@@ -134,8 +163,10 @@ def final_attempts(simulator) -> list:
 
 
 def failure_messages(project, run_id: str) -> list[str]:
-    return [entry.dagster_event.step_failure_data.error.to_string()
-            for entry in project.instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)]
+    return [
+        entry.dagster_event.step_failure_data.error.to_string()
+        for entry in project.instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    ]
 
 
 # ---- the faults ------------------------------------------------------------------------------------
@@ -161,16 +192,20 @@ def status_faults(status: int) -> list[Fault]:
 def burst_429() -> list[Fault]:
     # Three 429s in a row on one request of each rate-limited family (the client has 4 attempts);
     # the getUsers ones carry a Retry-After, which the client honours instead of its backoff.
-    return [Fault(EXPORT, "status", times=3, status=429),
-            Fault(GET_USERS, "status", times=3, status=429, retry_after="0.05")]
+    return [
+        Fault(EXPORT, "status", times=3, status=429),
+        Fault(GET_USERS, "status", times=3, status=429, retry_after="0.05"),
+    ]
 
 
 def cut_export() -> list[Fault]:
     # Records are 300-900 bytes: 200 bytes cut inside the first record, 2000 and 3000 bytes after a
     # few complete records (which a retry must not keep). emailOpen is cut twice in a row.
-    return [Fault(EXPORT, "cut", times=2, after_bytes=2000, match={"dataTypeName": "emailOpen"}),
-            Fault(EXPORT, "cut", times=1, after_bytes=200, match={"dataTypeName": "emailClick"}),
-            Fault(EXPORT, "cut", times=1, after_bytes=3000, match={"dataTypeName": "user"})]
+    return [
+        Fault(EXPORT, "cut", times=2, after_bytes=2000, match={"dataTypeName": "emailOpen"}),
+        Fault(EXPORT, "cut", times=1, after_bytes=200, match={"dataTypeName": "emailClick"}),
+        Fault(EXPORT, "cut", times=1, after_bytes=3000, match={"dataTypeName": "user"}),
+    ]
 
 
 def cut_get_users() -> list[Fault]:
@@ -179,8 +214,10 @@ def cut_get_users() -> list[Fault]:
 
 
 def slow_first_byte() -> list[Fault]:
-    return [Fault(prefix, "slow_first_byte", times=1, seconds=1.0, match=match)
-            for prefix, match in [("/api/channels", None), (GET_USERS, None), (EXPORT, {"dataTypeName": "emailSend"})]]
+    return [
+        Fault(prefix, "slow_first_byte", times=1, seconds=1.0, match=match)
+        for prefix, match in [("/api/channels", None), (GET_USERS, None), (EXPORT, {"dataTypeName": "emailSend"})]
+    ]
 
 
 FAULTS = {
@@ -235,8 +272,10 @@ def test_a_full_sync_through_faults_ends_with_exactly_the_simulators_data(projec
     assert Counter(r.status for r in retried) == expected_failed_attempts(faults)
     assert all(r.status == 200 for r in final_attempts(sim))
     for fault in faults:  # every fault was used up, by requests of the path it targets
-        assert any(r.path.startswith(fault.path_prefix) and all(r.params.get(k) == str(v) for k, v in fault.params.items())
-                   for r in retried), fault
+        assert any(
+            r.path.startswith(fault.path_prefix) and all(r.params.get(k) == str(v) for k, v in fault.params.items())
+            for r in retried
+        ), fault
     # Distinct requests of every family were hit, not only the first one sent.
     retried_keys = {request_key(r) for r in retried}
     if case in ("503", "502", "504", "500-generic-error", "mix"):
@@ -250,6 +289,7 @@ def test_a_full_sync_through_faults_ends_with_exactly_the_simulators_data(projec
 
 # ---- a cut window never commits part of itself -----------------------------------------------------
 
+
 @pytest.mark.parametrize("which", ["every-window", "second-window"])
 def test_a_cut_export_window_never_commits_a_partial_window(project, which):
     project.window_days = 7  # the range's 14 days are two windows
@@ -257,15 +297,18 @@ def test_a_cut_export_window_never_commits_a_partial_window(project, which):
     project.materialize(["email_open"], days=DAYS)
     project.materialize(["email_open"], partition_key="2024-01-18")  # a day outside the range
     before = stored_rows(project, "email_open")
-    assert before == expected_rows(project, "email_open", *DAYS) + expected_rows(project, "email_open", "2024-01-18",
-                                                                                   "2024-01-18")
+    assert before == expected_rows(project, "email_open", *DAYS) + expected_rows(
+        project, "email_open", "2024-01-18", "2024-01-18"
+    )
     if which == "every-window":
         match = {"dataTypeName": "emailOpen"}
     else:
         # The second window exactly as the client asked for it: the first window of the re-run is
         # committed again (the same rows), the second is cut every time.
-        windows = sorted((r for r in sim.requests_to(EXPORT) if r.params["startDateTime"] < "2024-01-18"),
-                         key=lambda r: r.params["startDateTime"])
+        windows = sorted(
+            (r for r in sim.requests_to(EXPORT) if r.params["startDateTime"] < "2024-01-18"),
+            key=lambda r: r.params["startDateTime"],
+        )
         assert len(windows) == 2
         match = windows[1].params
     sim.clear_log()
@@ -292,6 +335,7 @@ def test_a_cut_export_window_never_commits_a_partial_window(project, which):
 
 
 # ---- a list whose getUsers always fails ------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_a_list_whose_get_users_always_fails_does_not_block_the_others(project):

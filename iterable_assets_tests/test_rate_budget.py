@@ -60,8 +60,7 @@ def test_two_processes_started_together_share_one_budget(tmp_path):
     dataset = Dataset(small_config(events_per_day=2))
     with Simulator(dataset, api_keys={API_KEY: "full"}, rate_limits={"export": (4, 1.0)}) as sim:
         started = time.monotonic()
-        workers = [subprocess.Popen([sys.executable, "-c", WORKER, sim.base_url, str(tmp_path), "6"])
-                   for _ in range(2)]
+        workers = [subprocess.Popen([sys.executable, "-c", WORKER, sim.base_url, str(tmp_path), "6"]) for _ in range(2)]
         assert [w.wait(timeout=60) for w in workers] == [0, 0]
         elapsed = time.monotonic() - started
         log = sim.requests_to("/api/export/data.json")

@@ -7,7 +7,7 @@ import pytest
 
 from iterable_assets.simulator import Fault
 
-from .test_cli import BIN, cli_env, run  # noqa: F401 (cli_env is a fixture)
+from .conftest import BIN, run
 
 pytestmark = pytest.mark.slow
 
@@ -25,10 +25,33 @@ def test_failing_runs_never_write_the_key(project, cli_env, tmp_path, known_to_i
         project.simulator.inject(Fault(path_prefix="/api/export/data.json", kind="status", status=503, times=None))
     env = dict(cli_env, ITERABLE_API_KEY=SECRET, ITERABLE_RETRY_ATTEMPTS="2")
     outputs = [
-        run([str(BIN / "dagster"), "asset", "materialize", "-m", "iterable_assets.definitions",
-             "--select", "email_open", "--partition", "2024-01-02"], env),
-        run([str(BIN / "iterable-assets"), "sync", "--select", "channels,email_open", "--start", "2024-01-02",
-             "--end", "2024-01-03"], env),
+        run(
+            [
+                str(BIN / "dagster"),
+                "asset",
+                "materialize",
+                "-m",
+                "iterable_assets.definitions",
+                "--select",
+                "email_open",
+                "--partition",
+                "2024-01-02",
+            ],
+            env,
+        ),
+        run(
+            [
+                str(BIN / "iterable-assets"),
+                "sync",
+                "--select",
+                "channels,email_open",
+                "--start",
+                "2024-01-02",
+                "--end",
+                "2024-01-03",
+            ],
+            env,
+        ),
         run([str(BIN / "iterable-assets"), "check"], env),
     ]
     assert all(o.returncode != 0 for o in outputs)

@@ -37,8 +37,14 @@ def test_invalid_values_name_the_variable_and_value(name, value):
 
 
 def test_values_are_parsed():
-    settings = load_settings({"ITERABLE_WINDOW_DAYS": "7", "ITERABLE_START_DATE": "2024-02-29",
-                              "ITERABLE_EXPORT_REQUESTS_PER_MINUTE": "40", "ITERABLE_BASE_URL": "http://127.0.0.1:9/"})
+    settings = load_settings(
+        {
+            "ITERABLE_WINDOW_DAYS": "7",
+            "ITERABLE_START_DATE": "2024-02-29",
+            "ITERABLE_EXPORT_REQUESTS_PER_MINUTE": "40",
+            "ITERABLE_BASE_URL": "http://127.0.0.1:9/",
+        }
+    )
     assert (settings.window_days, str(settings.start_date)) == (7, "2024-02-29")
     assert settings.export_requests_per_minute == 40.0
     assert settings.base_url == "http://127.0.0.1:9"
@@ -48,7 +54,12 @@ def test_invalid_setting_fails_definitions_load(tmp_path):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-c", "import iterable_assets.definitions"], capture_output=True,
-                            text=True, env={"ITERABLE_WINDOW_DAYS": "0", "PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", "import iterable_assets.definitions"],
+        capture_output=True,
+        text=True,
+        env={"ITERABLE_WINDOW_DAYS": "0", "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+    )
     assert result.returncode != 0
     assert "ITERABLE_WINDOW_DAYS='0' is not valid" in result.stderr

@@ -42,8 +42,11 @@ def http():
 
 
 def export(http, sim, dt, start, end, **kw):
-    params = {"dataTypeName": dt, "startDateTime": f"{start:%Y-%m-%d %H:%M:%S}",
-              "endDateTime": f"{end:%Y-%m-%d %H:%M:%S}"}
+    params = {
+        "dataTypeName": dt,
+        "startDateTime": f"{start:%Y-%m-%d %H:%M:%S}",
+        "endDateTime": f"{end:%Y-%m-%d %H:%M:%S}",
+    }
     return http.get(sim.base_url + EXPORT, params=params, **kw)
 
 
@@ -52,6 +55,7 @@ def parse(dt: str) -> datetime:
 
 
 # ---- auth and errors ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("how", ["Api-Key", "api-key", "API-KEY", "api_key", "query"])
 def test_auth_variants(sim, how):
@@ -71,27 +75,32 @@ def test_bad_or_missing_key_is_401(sim, headers):
 def test_read_only_key(sim):
     ro = {"Api-Key": "ro-key"}
     assert requests.get(sim.base_url + "/api/campaigns", headers=ro).status_code == 200
-    for path, params in [(EXPORT, {"dataTypeName": "emailSend", **JAN_1_TO_2}),
-                         ("/api/lists/getUsers", {"listId": 900001})]:
+    for path, params in [
+        (EXPORT, {"dataTypeName": "emailSend", **JAN_1_TO_2}),
+        ("/api/lists/getUsers", {"listId": 900001}),
+    ]:
         r = requests.get(sim.base_url + path, headers=ro, params=params)
         assert r.status_code == 401 and r.json()["code"] == "BadApiKey"
 
 
-@pytest.mark.parametrize("path,params", [
-    (EXPORT, {"dataTypeName": "emailSend", **JAN_1_TO_2, "startDateTime": "2024-13-01 00:00:00"}),
-    (EXPORT, {"dataTypeName": "emailSend", **JAN_1_TO_2, "startDateTime": "yesterday"}),
-    (EXPORT, {"dataTypeName": "pushSend", **JAN_1_TO_2}),
-    (EXPORT, JAN_1_TO_2),
-    (EXPORT, {"dataTypeName": "emailSend", "startDateTime": "2024-01-01 00:00:00"}),
-    (EXPORT, {"dataTypeName": "emailSend", "range": "Someday"}),
-    ("/api/lists/getUsers", {"listId": "abc"}),
-    ("/api/lists/getUsers", {"listId": "1"}),
-    ("/api/lists/getUsers", {}),
-    ("/api/templates", {"templateType": "Nope"}),
-    ("/api/campaigns", {"page": "0"}),
-    ("/api/campaigns", {"pageSize": "1001"}),
-    ("/api/campaigns", {"sort": "color"}),
-])
+@pytest.mark.parametrize(
+    "path,params",
+    [
+        (EXPORT, {"dataTypeName": "emailSend", **JAN_1_TO_2, "startDateTime": "2024-13-01 00:00:00"}),
+        (EXPORT, {"dataTypeName": "emailSend", **JAN_1_TO_2, "startDateTime": "yesterday"}),
+        (EXPORT, {"dataTypeName": "pushSend", **JAN_1_TO_2}),
+        (EXPORT, JAN_1_TO_2),
+        (EXPORT, {"dataTypeName": "emailSend", "startDateTime": "2024-01-01 00:00:00"}),
+        (EXPORT, {"dataTypeName": "emailSend", "range": "Someday"}),
+        ("/api/lists/getUsers", {"listId": "abc"}),
+        ("/api/lists/getUsers", {"listId": "1"}),
+        ("/api/lists/getUsers", {}),
+        ("/api/templates", {"templateType": "Nope"}),
+        ("/api/campaigns", {"page": "0"}),
+        ("/api/campaigns", {"pageSize": "1001"}),
+        ("/api/campaigns", {"sort": "color"}),
+    ],
+)
 def test_bad_params_are_400(sim, http, path, params):
     r = http.get(sim.base_url + path, params=params)
     assert r.status_code == 400
@@ -106,6 +115,7 @@ def test_unknown_path_and_missing_metadata_are_404(sim, http):
 
 
 # ---- export -------------------------------------------------------------------------------
+
 
 def test_export_is_chunked_ndjson_equal_to_dataset(sim, http, ds):
     start, end = datetime(2024, 1, 5, 6, 30), datetime(2024, 1, 9, 12)
@@ -126,16 +136,23 @@ def test_export_window_boundaries(sim, http, ds):
     everything = list(ds.export_records("emailOpen", JAN1, MAR1))
     t = parse(everything[len(everything) // 2]["createdAt"])
     at_t = [r for r in everything if parse(r["createdAt"]) == t]
-    assert export(http, sim, "emailOpen", t, t + timedelta(seconds=1)).content.splitlines() == \
-        [json.dumps(r, separators=(",", ":"), ensure_ascii=False).encode() for r in at_t]
+    assert export(http, sim, "emailOpen", t, t + timedelta(seconds=1)).content.splitlines() == [
+        json.dumps(r, separators=(",", ":"), ensure_ascii=False).encode() for r in at_t
+    ]
     earlier = t - timedelta(days=2)
     before = [json.loads(line) for line in export(http, sim, "emailOpen", earlier, t).content.splitlines()]
     assert before and all(parse(r["createdAt"]) < t for r in before)
     assert len(list(ds.export_records("emailOpen", earlier, t + timedelta(seconds=1)))) == len(before) + len(at_t)
 
 
-@pytest.mark.parametrize("start,end", [(MAR1, datetime(2024, 4, 1)), (datetime(2024, 1, 3), datetime(2024, 1, 3)),
-                                       (datetime(2024, 2, 1), datetime(2024, 1, 1))])
+@pytest.mark.parametrize(
+    "start,end",
+    [
+        (MAR1, datetime(2024, 4, 1)),
+        (datetime(2024, 1, 3), datetime(2024, 1, 3)),
+        (datetime(2024, 2, 1), datetime(2024, 1, 1)),
+    ],
+)
 def test_export_outside_or_inverted_range_is_empty(sim, http, start, end):
     r = export(http, sim, "emailSend", start, end)
     assert (r.status_code, r.content) == (200, b"")
@@ -143,16 +160,22 @@ def test_export_outside_or_inverted_range_is_empty(sim, http, start, end):
 
 def test_export_param_quirks(sim, http, ds):
     # tap-iterable sends every parameter twice; dataTypeName is case-insensitive; dates may carry a zone.
-    url = (sim.base_url + EXPORT + "?dataTypeName=emailUnSubscribe&startDateTime=2024-01-02+00%3A00%3A00"
-           "&endDateTime=2024-01-10T00:00:00Z&dataTypeName=emailUnSubscribe&startDateTime=2024-01-02+00%3A00%3A00")
+    url = (
+        sim.base_url + EXPORT + "?dataTypeName=emailUnSubscribe&startDateTime=2024-01-02+00%3A00%3A00"
+        "&endDateTime=2024-01-10T00:00:00Z&dataTypeName=emailUnSubscribe&startDateTime=2024-01-02+00%3A00%3A00"
+    )
     expected = b"".join(ds.export_lines("emailUnsubscribe", datetime(2024, 1, 2), datetime(2024, 1, 10)))
     assert expected and http.get(url).content == expected
     aware = export(http, sim, "EMAILSEND", datetime(2024, 1, 2), datetime(2024, 1, 3)).content
-    params = {"dataTypeName": "emailSend", "startDateTime": "2024-01-02 01:00:00 +01:00",
-              "endDateTime": "2024-01-03 00:00:00 +00:00"}
+    params = {
+        "dataTypeName": "emailSend",
+        "startDateTime": "2024-01-02 01:00:00 +01:00",
+        "endDateTime": "2024-01-03 00:00:00 +00:00",
+    }
     assert http.get(sim.base_url + EXPORT, params=params).content == aware
-    assert http.get(sim.base_url + EXPORT, params={"dataTypeName": "emailSend", "range": "All"}).content == \
-        b"".join(ds.export_lines("emailSend", JAN1, MAR1))
+    assert http.get(sim.base_url + EXPORT, params={"dataTypeName": "emailSend", "range": "All"}).content == b"".join(
+        ds.export_lines("emailSend", JAN1, MAR1)
+    )
 
 
 def test_every_stream_has_valid_records(ds):
@@ -169,16 +192,26 @@ def _digest(dataset: Dataset) -> str:
     for name in EXPORT_DATA_TYPES:
         for line in dataset.export_lines(name, JAN1, MAR1):
             h.update(line)
-    h.update(json.dumps([dataset.lists(), dataset.campaigns(), dataset.templates(),
-                         dataset.metadata_value("products", "sku0001")]).encode())
+    h.update(
+        json.dumps(
+            [dataset.lists(), dataset.campaigns(), dataset.templates(), dataset.metadata_value("products", "sku0001")]
+        ).encode()
+    )
     return h.hexdigest()
 
 
 def test_determinism_across_instances_and_processes(ds):
-    code = ("from iterable_assets_tests.test_simulator import _digest, Dataset, SimulatorConfig;"
-            "print(_digest(Dataset(SimulatorConfig())))")
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout.strip()
+    code = (
+        "from iterable_assets_tests.test_simulator import _digest, Dataset, SimulatorConfig;"
+        "print(_digest(Dataset(SimulatorConfig())))"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    ).stdout.strip()
     assert _digest(ds) == _digest(Dataset(SimulatorConfig())) == other
     assert _digest(Dataset(SimulatorConfig(seed=8))) != _digest(ds)
 
@@ -188,10 +221,13 @@ def test_users_export_shape(ds):
     assert len(users) == 200 and len({u["email"] for u in users}) == 200
     assert all(JAN1 <= parse(u["profileUpdatedAt"]) < MAR1 for u in users)
     colliding = [u for u in users if "Industry" in u]
-    assert colliding and all("industry" in u and "offers.intro APR" in u and isinstance(u["offers.Intro APR"], list)
-                             for u in colliding)
-    assert all("itblInternal.emailDomain" in u and "senate Districts" in u and isinstance(u["emailListIds"], list)
-               for u in users)
+    assert colliding and all(
+        "industry" in u and "offers.intro APR" in u and isinstance(u["offers.Intro APR"], list) for u in colliding
+    )
+    assert all(
+        "itblInternal.emailDomain" in u and "senate Districts" in u and isinstance(u["emailListIds"], list)
+        for u in users
+    )
     assert any(isinstance(u.get("devices.token"), list) for u in users)
     assert any("city" in u for u in users) and any("city" not in u for u in users)
     # user exports filter on profileUpdatedAt
@@ -210,8 +246,10 @@ def test_event_records_reference_catalog(ds):
         assert campaigns[rec["campaignId"]]["templateId"] == rec["templateId"]
     with_tx = [r for r in sends if "transactionalData" in r]
     assert 0.1 < len(with_tx) / len(sends) < 0.3
-    assert all(isinstance(r["transactionalData"], str) and isinstance(json.loads(r["transactionalData"]), dict)
-               for r in with_tx)
+    assert all(
+        isinstance(r["transactionalData"], str) and isinstance(json.loads(r["transactionalData"]), dict)
+        for r in with_tx
+    )
     clicks = list(ds.export_records("emailClick", JAN1, MAR1))
     assert all({"url", "hrefIndex", "ip", "userAgent"} <= r.keys() for r in clicks)
     assert any("city" in r for r in clicks) and any("city" not in r for r in clicks)
@@ -230,6 +268,7 @@ def test_export_cache(tmp_path):
 
 
 # ---- JSON resources and list users --------------------------------------------------------
+
 
 def test_resources_use_epoch_ms(sim, http):
     campaigns = http.get(sim.base_url + "/api/campaigns").json()["campaigns"]
@@ -331,6 +370,7 @@ def test_mutations_are_served_immediately(http):
 
 # ---- rate limits, faults, log ---------------------------------------------------------------
 
+
 def test_rate_limit_sliding_window(ds, http):
     with Simulator(ds, rate_limits={"export": (2, 0.6)}) as s:
         t0 = time.monotonic()
@@ -423,11 +463,31 @@ def test_fault_validation():
 
 # ---- CLI and speed ------------------------------------------------------------------------
 
+
 def test_cli_prints_url_and_stops_on_sigterm():
-    proc = subprocess.Popen([sys.executable, "-m", "iterable_assets.simulator", "--port", "0", "--seed", "7",
-                             "--start", "2024-01-01", "--end", "2024-03-01", "--events-per-day", "40",
-                             "--api-key", "test-key", "--export-limit", "4/60"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "iterable_assets.simulator",
+            "--port",
+            "0",
+            "--seed",
+            "7",
+            "--start",
+            "2024-01-01",
+            "--end",
+            "2024-03-01",
+            "--events-per-day",
+            "40",
+            "--api-key",
+            "test-key",
+            "--export-limit",
+            "4/60",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline().strip()
         assert line.startswith("ITERABLE_BASE_URL=http://127.0.0.1:")
@@ -453,6 +513,8 @@ def test_generation_and_serving_speed(capsys, tmp_path):
         size = sum(len(c) for c in response.iter_content(1 << 20))
         serve = time.perf_counter() - t
     with capsys.disabled():
-        print(f"\n[simulator] generated {n:,} emailSend lines at {n / gen:,.0f} records/s; "
-              f"served cached {size / 1e6:.0f} MB at {size / serve / 1e6:,.0f} MB/s")
+        print(
+            f"\n[simulator] generated {n:,} emailSend lines at {n / gen:,.0f} records/s; "
+            f"served cached {size / 1e6:.0f} MB at {size / serve / 1e6:,.0f} MB/s"
+        )
     assert n > 50_000

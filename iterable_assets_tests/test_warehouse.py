@@ -22,14 +22,17 @@ def spool_of(tmp_path, records, chunk_bytes=4096) -> NdjsonSpool:
     body = b"".join(json.dumps(r).encode() + b"\n" for r in records)
     spool = NdjsonSpool(Path(tempfile.mkdtemp(dir=tmp_path)))
     for i in range(0, len(body), chunk_bytes):  # lines cut across chunks, as on the wire
-        spool.write(body[i:i + chunk_bytes])
+        spool.write(body[i : i + chunk_bytes])
     spool.close()
     return spool
 
 
 def event(i, **fields):
-    return {"email": f"u{i}@x.io", "createdAt": (DAY + timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S +00:00"),
-            **fields}
+    return {
+        "email": f"u{i}@x.io",
+        "createdAt": (DAY + timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S +00:00"),
+        **fields,
+    }
 
 
 def load(tmp_path, records, stream=SEND, scope=WINDOW):
@@ -55,10 +58,13 @@ def test_values_and_fields_after_duckdbs_sample_are_kept_exactly(tmp_path):
     records[-1] = event(PART_LINES + 9, hrefIndex=2.5, lateField="seen late")
     records[-2] = event(PART_LINES + 8, hrefIndex="7")
     assert load(tmp_path, records).rows == len(records)
-    kinds = dict(query(tmp_path, "SELECT column_name, data_type FROM information_schema.columns "
-                                 "WHERE table_name = 'email_send'"))
+    kinds = dict(
+        query(tmp_path, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'email_send'")
+    )
     assert kinds["lateField"] == "VARCHAR"
-    values = query(tmp_path, 'SELECT "hrefIndex", "lateField" FROM iterable.email_send ORDER BY "createdAt" DESC LIMIT 2')
+    values = query(
+        tmp_path, 'SELECT "hrefIndex", "lateField" FROM iterable.email_send ORDER BY "createdAt" DESC LIMIT 2'
+    )
     assert values == [("2.5", "seen late"), ('"7"', None)]  # mixed types are kept as JSON
 
 
@@ -66,17 +72,30 @@ def test_a_column_is_widened_when_a_later_window_changes_its_type(tmp_path):
     load(tmp_path, [event(1, campaignId=5)])
     later = Scope.window("createdAt", DAY + timedelta(days=1), DAY + timedelta(days=2))
     load(tmp_path, [event(86400 + 1, campaignId=5.5), event(86400 + 2, campaignId=7)], scope=later)
-    assert query(tmp_path, 'SELECT "campaignId" FROM iterable.email_send ORDER BY "createdAt"') == [(5.0,), (5.5,), (7.0,)]
+    assert query(tmp_path, 'SELECT "campaignId" FROM iterable.email_send ORDER BY "createdAt"') == [
+        (5.0,),
+        (5.5,),
+        (7.0,),
+    ]
     even_later = Scope.window("createdAt", DAY + timedelta(days=2), DAY + timedelta(days=3))
     load(tmp_path, [event(2 * 86400 + 1, campaignId="abc")], scope=even_later)
     # numbers and strings together become JSON, which keeps each value and its kind
     assert query(tmp_path, 'SELECT "campaignId" FROM iterable.email_send ORDER BY "createdAt"') == [
-        ("5.0",), ("5.5",), ("7.0",), ('"abc"',)]
+        ("5.0",),
+        ("5.5",),
+        ("7.0",),
+        ('"abc"',),
+    ]
 
 
 def test_timestamps_json_strings_and_nested_values(tmp_path):
-    load(tmp_path, [event(1, transactionalData='{"sku": "a1", "price": 25}', tags=["a"], meta={"k": 1}),
-                    event(2, transactionalData="not json")])
+    load(
+        tmp_path,
+        [
+            event(1, transactionalData='{"sku": "a1", "price": 25}', tags=["a"], meta={"k": 1}),
+            event(2, transactionalData="not json"),
+        ],
+    )
     rows = query(tmp_path, 'SELECT "createdAt", "transactionalData", tags, meta FROM iterable.email_send ORDER BY 1')
     assert rows[0][0] == DAY + timedelta(seconds=1)
     assert json.loads(rows[0][1]) == {"sku": "a1", "price": 25}
@@ -109,15 +128,23 @@ def raw_spool(tmp_path, body: bytes) -> NdjsonSpool:
 
 def test_lines_that_are_not_json_objects_are_kept_aside_and_the_rest_loads(tmp_path):
     load(tmp_path, [event(1)])
-    body = (json.dumps(event(2)).encode() + b'\n{"email": "broken\n' + b"[1, 2]\n\n"
-            + json.dumps(event(3)).encode() + b"\n{\"x\": NaN}\n")
+    body = (
+        json.dumps(event(2)).encode()
+        + b'\n{"email": "broken\n'
+        + b"[1, 2]\n\n"
+        + json.dumps(event(3)).encode()
+        + b'\n{"x": NaN}\n'
+    )
     with warehouse.connect(str(tmp_path / "w.duckdb")) as con:
         result = warehouse.load_ndjson(con, SEND, raw_spool(tmp_path, body), WINDOW)
     assert (result.rows, result.replaced, result.rejected) == (2, 1, 3)
     assert query(tmp_path, "SELECT email FROM iterable.email_send ORDER BY 1") == [("u2@x.io",), ("u3@x.io",)]
     rejected = query(tmp_path, "SELECT stream, line, raw, error FROM iterable._rejected_records ORDER BY line")
     assert [(r[0], r[1], r[2]) for r in rejected] == [
-        ("email_send", 2, '{"email": "broken'), ("email_send", 3, "[1, 2]"), ("email_send", 6, '{"x": NaN}')]
+        ("email_send", 2, '{"email": "broken'),
+        ("email_send", 3, "[1, 2]"),
+        ("email_send", 6, '{"x": NaN}'),
+    ]
     assert rejected[0][3].startswith("not JSON") and "not an object" in rejected[1][3]
 
     # a clean re-load of the same window clears what was set aside for it
@@ -129,11 +156,15 @@ def test_large_fields_non_ascii_and_odd_names(tmp_path):
     big = "é" * 600_000  # 1.2 MB of UTF-8 in one field
     odd = {"Straße & Co": "ü", "with space": 1, 'quote"name': "q", "dots.in.name": True, "emoji🙂": "🙂"}
     load(tmp_path, [event(1, payload=big, **odd), event(2, city="São Paulo")])
-    columns = {r[0] for r in query(tmp_path, "SELECT column_name FROM information_schema.columns "
-                                             "WHERE table_name = 'email_send'")}
+    columns = {
+        r[0]
+        for r in query(tmp_path, "SELECT column_name FROM information_schema.columns WHERE table_name = 'email_send'")
+    }
     assert set(odd) <= columns
-    row = query(tmp_path, 'SELECT payload, "Straße & Co", "quote""name", "emoji🙂" FROM iterable.email_send '
-                          "WHERE email = 'u1@x.io'")
+    row = query(
+        tmp_path,
+        'SELECT payload, "Straße & Co", "quote""name", "emoji🙂" FROM iterable.email_send WHERE email = \'u1@x.io\'',
+    )
     assert row == [(big, "ü", "q", "🙂")]
     assert query(tmp_path, "SELECT city FROM iterable.email_send WHERE email = 'u2@x.io'") == [("São Paulo",)]
 
@@ -142,10 +173,26 @@ def test_case_collisions_in_users_and_elsewhere(tmp_path):
     users = STREAMS_BY_NAME["users"]
     scope = Scope.window("profileUpdatedAt", DAY, DAY + timedelta(days=1))
     stamp = (DAY + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S +00:00")
-    load(tmp_path, [{"email": "a@x.io", "profileUpdatedAt": stamp, "industry": "retail", "Industry": "Retail",
-                     "offers.intro APR": [3], "offers.Intro APR": [4], "Foo": 1, "foo": 2}], users, scope)
-    row = query(tmp_path, 'SELECT industry, _industry, "offers.intro APR", "_offers.intro APR", foo, _foo '
-                          'FROM iterable.users')
+    load(
+        tmp_path,
+        [
+            {
+                "email": "a@x.io",
+                "profileUpdatedAt": stamp,
+                "industry": "retail",
+                "Industry": "Retail",
+                "offers.intro APR": [3],
+                "offers.Intro APR": [4],
+                "Foo": 1,
+                "foo": 2,
+            }
+        ],
+        users,
+        scope,
+    )
+    row = query(
+        tmp_path, 'SELECT industry, _industry, "offers.intro APR", "_offers.intro APR", foo, _foo FROM iterable.users'
+    )
     assert row == [("retail", "Retail", "[3]", "[4]", 2, 1)]
 
 

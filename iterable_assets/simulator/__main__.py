@@ -35,11 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", type=Path)
     args = p.parse_args(argv)
 
-    config = SimulatorConfig(seed=args.seed, start=args.start, end=args.end, events_per_day=args.events_per_day,
-                             users=args.users, cache_dir=args.cache_dir)
+    config = SimulatorConfig(
+        seed=args.seed,
+        start=args.start,
+        end=args.end,
+        events_per_day=args.events_per_day,
+        users=args.users,
+        cache_dir=args.cache_dir,
+    )
     keys = {k: "full" for k in args.api_key or ["test-key"]} | {k: "read_only" for k in args.read_only_key}
-    limits = {name: limit for name, limit in (("export", args.export_limit), ("list_users", args.list_users_limit))
-              if limit}
+    limits = {
+        name: limit for name, limit in (("export", args.export_limit), ("list_users", args.list_users_limit)) if limit
+    }
     # Block the signals before any thread starts so that only sigwait() below receives them.
     signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)

@@ -40,8 +40,9 @@ _DEFAULT_BODIES = {
     403: error_body("Forbidden", "Forbidden"),
     404: _NOT_FOUND,
     429: _RATE_LIMITED,
-    500: error_body("An error occurred. Please try again later. If problem persists, please contact your CSM",
-                    "GenericError"),
+    500: error_body(
+        "An error occurred. Please try again later. If problem persists, please contact your CSM", "GenericError"
+    ),
     502: error_body("Bad gateway. Try again later.", "GenericError"),
     503: error_body("Request timeout. Try again later.", "GenericError"),
     504: error_body("Gateway timeout. Try again later.", "GenericError"),
@@ -153,8 +154,14 @@ def _json(obj) -> tuple[int, str, bytes, dict]:
 class Simulator:
     """Serve a Dataset over HTTP. Usable as a context manager (start/stop)."""
 
-    def __init__(self, dataset: Dataset, api_keys: dict[str, str] | None = None, host: str = "127.0.0.1",
-                 port: int = 0, rate_limits: dict[str, tuple[int, float]] | None = None):
+    def __init__(
+        self,
+        dataset: Dataset,
+        api_keys: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rate_limits: dict[str, tuple[int, float]] | None = None,
+    ):
         unknown = set(rate_limits or ()) - set(RATE_LIMIT_FAMILIES)
         if unknown:
             raise ValueError(f"unknown rate limit families {unknown}; expected {set(RATE_LIMIT_FAMILIES)}")
@@ -188,8 +195,9 @@ class Simulator:
         self._server.daemon_threads = True
         self._server.block_on_close = False  # keep-alive connections must not block stop()
         # A short poll interval keeps stop() fast (shutdown waits for the next poll).
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="iterable-simulator",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="iterable-simulator", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -329,7 +337,7 @@ class Simulator:
         return _json(_paged(items, params, path, host, "templates", "templateId", sortable))
 
     def _metadata(self, path, params, host):
-        parts = [unquote(p) for p in path[len("/api/metadata"):].split("/") if p]
+        parts = [unquote(p) for p in path[len("/api/metadata") :].split("/") if p]
         ds = self.dataset
         try:
             if not parts:
@@ -347,7 +355,7 @@ class Simulator:
                 offset = int(base64.urlsafe_b64decode(params["nextMarker"].encode()).decode().rsplit(":", 1)[1])
             except (ValueError, IndexError):
                 raise _bad_params(nextMarker=params["nextMarker"]) from None
-        page, out = 5, {"results": keys[offset:offset + 5]}
+        page, out = 5, {"results": keys[offset : offset + 5]}
         if offset + page < len(keys):
             out["nextMarker"] = base64.urlsafe_b64encode(f"{parts[0]}:{offset + page}".encode()).decode()
         return _json(out)
@@ -373,8 +381,12 @@ def _epoch_ms(dt: datetime) -> int:
 
 def _range(value: str) -> tuple[datetime, datetime]:
     today = datetime.now(timezone.utc).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
-    ranges = {"All": (datetime(1970, 1, 1), datetime(9999, 1, 1)), "Today": (today, today + timedelta(days=1)),
-              "Yesterday": (today - timedelta(days=1), today), "BeforeToday": (datetime(1970, 1, 1), today)}
+    ranges = {
+        "All": (datetime(1970, 1, 1), datetime(9999, 1, 1)),
+        "Today": (today, today + timedelta(days=1)),
+        "Yesterday": (today - timedelta(days=1), today),
+        "BeforeToday": (datetime(1970, 1, 1), today),
+    }
     if value not in ranges:
         raise _bad_params(range=value)
     return ranges[value]
@@ -388,8 +400,10 @@ def _paged(items: list[dict], params: dict, path: str, host: str, name: str, id_
         raise _bad_params(sort=sort)
     field = id_field if field == "id" else field
     items.sort(key=lambda x: x[id_field])
-    items.sort(key=lambda x: (x.get(field) is None, x.get(field) if x.get(field) is not None else 0),
-               reverse=sort.startswith("-"))
+    items.sort(
+        key=lambda x: (x.get(field) is None, x.get(field) if x.get(field) is not None else 0),
+        reverse=sort.startswith("-"),
+    )
     if "page" not in params and "pageSize" not in params:
         return {name: items}
     page, size = _int_param(params, "page", 1), _int_param(params, "pageSize", 20)
@@ -401,7 +415,7 @@ def _paged(items: list[dict], params: dict, path: str, host: str, name: str, id_
         return f"http://{host}{path}?{urlencode(query)}"
 
     total_key = "total" + name[0].upper() + name[1:] + "Count"
-    out = {name: items[(page - 1) * size:page * size], total_key: len(items)}
+    out = {name: items[(page - 1) * size : page * size], total_key: len(items)}
     if page * size < len(items):
         out["nextPageUrl"] = link(page + 1)
     if page > 1:
