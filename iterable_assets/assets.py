@@ -144,9 +144,10 @@ def _keep_list_partitions_in_step(context: dg.AssetExecutionContext, con, list_i
     added, removed = sorted(current - known), sorted(known - current)
     if added:
         context.instance.add_dynamic_partitions(LISTS_PARTITIONS.name, added)
+    # Rows first: if the run dies in between, the partition is still known and the next run retries.
+    deleted_rows = warehouse.delete_lists(con, STREAMS_BY_NAME["list_users"], [int(k) for k in removed])
     for key in removed:
         context.instance.delete_dynamic_partition(LISTS_PARTITIONS.name, key)
-    deleted_rows = warehouse.delete_lists(con, STREAMS_BY_NAME["list_users"], [int(k) for k in removed])
     if added or removed:
         context.log.info(f"list_users partitions: added {added}, removed {removed} ({deleted_rows} rows deleted)")
     return {"lists_added": len(added), "lists_removed": len(removed), "list_users_rows_deleted": deleted_rows}

@@ -16,7 +16,7 @@ from iterable_assets import warehouse
 from iterable_assets.assets import LISTS_PARTITIONS
 from iterable_assets.client import EXPORT_PATH, IterableApiError, IterableResource
 from iterable_assets.settings import Settings, SettingsError, load_settings
-from iterable_assets.streams import STREAMS, STREAMS_BY_NAME
+from iterable_assets.streams import CATALOG_STREAMS, EXPORT_STREAMS, STREAMS, STREAMS_BY_NAME
 
 DEMO_KEY = "demo-key"
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -145,17 +145,15 @@ def sync(settings: Settings, tables: list[str], start: date, end: date) -> list[
         _record_run(instance, result, reports)
         return result
 
-    catalog = [n for n in tables if STREAMS_BY_NAME[n].source in ("resource", "templates", "metadata")]
+    catalog = [s.name for s in CATALOG_STREAMS if s.name in tables]
     if "list_users" in tables and "lists" not in catalog:
         catalog.append("lists")
     if catalog:
         run(catalog)
     if "list_users" in tables:
-        started = time.monotonic()
         for key in instance.get_dynamic_partitions(LISTS_PARTITIONS.name):
             run(["list_users"], partition_key=key)
-        reports["list_users"].seconds = time.monotonic() - started
-    exports = [n for n in tables if STREAMS_BY_NAME[n].source == "export"]
+    exports = [s.name for s in EXPORT_STREAMS if s.name in tables]
     if exports:
         run(
             exports,
