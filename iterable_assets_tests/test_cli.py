@@ -5,7 +5,7 @@ Each test runs the real entry point in a subprocess against the simulator on loo
 import dagster as dg
 import pytest
 
-from .conftest import API_KEY, BIN, run
+from .conftest import API_KEY, BIN, dagster_materialize, run
 from .test_exports import expected_rows, stored_rows
 
 pytestmark = pytest.mark.slow
@@ -13,34 +13,14 @@ pytestmark = pytest.mark.slow
 
 def test_dagster_asset_materialize_one_partition_and_a_range(project, cli_env):
     one = run(
-        [
-            str(BIN / "dagster"),
-            "asset",
-            "materialize",
-            "-m",
-            "iterable_assets.definitions",
-            "--select",
-            "email_open",
-            "--partition",
-            "2024-01-05",
-        ],
+        dagster_materialize("--select", "email_open", "--partition", "2024-01-05"),
         cli_env,
     )
     assert one.returncode == 0, one.stderr[-3000:]
     assert stored_rows(project, "email_open") == expected_rows(project, "email_open", "2024-01-05", "2024-01-05")
 
     ranged = run(
-        [
-            str(BIN / "dagster"),
-            "asset",
-            "materialize",
-            "-m",
-            "iterable_assets.definitions",
-            "--select",
-            "email_open",
-            "--partition-range",
-            "2024-01-01...2024-01-20",
-        ],
+        dagster_materialize("--select", "email_open", "--partition-range", "2024-01-01...2024-01-20"),
         cli_env,
     )
     assert ranged.returncode == 0, ranged.stderr[-3000:]

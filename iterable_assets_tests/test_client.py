@@ -5,23 +5,11 @@ import pytest
 from iterable_assets.client import IterableApiError, IterableResource
 from iterable_assets.simulator import Fault
 
-from .conftest import API_KEY, utc
+from .conftest import iterable_resource, utc
 
 
 def client(simulator, tmp_path, **overrides) -> IterableResource:
-    settings = dict(
-        api_key=API_KEY,
-        base_url=simulator.base_url,
-        export_requests_per_minute=600.0,
-        list_users_requests_per_minute=600.0,
-        rate_window_seconds=1.0,
-        request_timeout_seconds=2.0,
-        retry_attempts=4,
-        retry_backoff_seconds=0.01,
-        rate_budget_path=str(tmp_path),
-    )
-    settings.update(overrides)
-    return IterableResource(**settings)
+    return iterable_resource(simulator.base_url, tmp_path, **{"request_timeout_seconds": 2.0, **overrides})
 
 
 def body(spool) -> bytes:

@@ -15,7 +15,7 @@ import pytest
 
 from iterable_assets.assets import LISTS_PARTITIONS
 
-from .conftest import BIN, ROOT, Project
+from .conftest import ROOT, Project, dagster_materialize
 from .test_faults import (
     assert_catalog_exact,
     assert_export_exact,
@@ -24,21 +24,16 @@ from .test_faults import (
     stored_tables,
 )
 
-MODULE = ["asset", "materialize", "-m", "iterable_assets.definitions"]
 CATALOG_TABLES = ["campaigns", "channels", "templates", "metadata", "message_types"]
 RANGE = ("2024-01-01", "2024-01-20")
 
 pytestmark = pytest.mark.slow
 
 
-def dagster(*args: str) -> list[str]:
-    return [str(BIN / "dagster"), *MODULE, *args]
-
-
 def test_runs_started_together_as_processes_all_succeed_and_lose_nothing(project, cli_env, tmp_path):
     ds = project.dataset
     first = subprocess.run(
-        dagster("--select", "lists"), env=cli_env, cwd=ROOT, capture_output=True, text=True, timeout=300
+        dagster_materialize("--select", "lists"), env=cli_env, cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert first.returncode == 0, first.stderr[-3000:]
     with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
@@ -46,9 +41,9 @@ def test_runs_started_together_as_processes_all_succeed_and_lose_nothing(project
     assert keys == [str(x["id"]) for x in ds.lists()]
 
     commands = {
-        "exports": dagster("--select", "email_open,email_click", "--partition-range", "...".join(RANGE)),
-        "catalog": dagster("--select", ",".join(CATALOG_TABLES)),
-        **{f"list_users {key}": dagster("--select", "list_users", "--partition", key) for key in keys},
+        "exports": dagster_materialize("--select", "email_open,email_click", "--partition-range", "...".join(RANGE)),
+        "catalog": dagster_materialize("--select", ",".join(CATALOG_TABLES)),
+        **{f"list_users {key}": dagster_materialize("--select", "list_users", "--partition", key) for key in keys},
     }
     logs, procs = {}, {}
     started = time.monotonic()

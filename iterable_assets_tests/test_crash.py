@@ -16,22 +16,12 @@ import pytest
 from iterable_assets import warehouse
 from iterable_assets.simulator import Dataset
 
-from .conftest import BIN, run, small_config
+from .conftest import BIN, dagster_materialize, run, small_config
 
 pytestmark = pytest.mark.slow
 
 DAY = "2024-01-02"
-MATERIALIZE = [
-    str(BIN / "dagster"),
-    "asset",
-    "materialize",
-    "-m",
-    "iterable_assets.definitions",
-    "--select",
-    "email_send",
-    "--partition",
-    DAY,
-]
+MATERIALIZE = dagster_materialize("--select", "email_send", "--partition", DAY)
 
 
 def rows(project) -> Counter:

@@ -11,26 +11,7 @@ from iterable_assets.assets import EXPORT_POOL, LIST_USERS_POOL, build_assets
 from iterable_assets.definitions import build_definitions
 from iterable_assets.settings import load_settings
 
-from .conftest import ROOT
-
-TABLES = [
-    "campaigns",
-    "channels",
-    "email_bounce",
-    "email_click",
-    "email_complaint",
-    "email_open",
-    "email_send",
-    "email_send_skip",
-    "email_subscribe",
-    "email_unsubscribe",
-    "list_users",
-    "lists",
-    "message_types",
-    "metadata",
-    "templates",
-    "users",
-]
+from .conftest import ROOT, TABLES
 
 
 def test_definitions_load_with_no_environment_variable(tmp_path):

@@ -18,27 +18,11 @@ from iterable_assets.assets import LISTS_PARTITIONS
 from iterable_assets.simulator.server import Fault
 from iterable_assets.streams import EXPORT_STREAMS
 
+from .conftest import TABLES
 from .test_exports import expected_rows, stored_rows
 
 DAYS = ("2024-01-03", "2024-01-16")  # one export window per stream (ITERABLE_WINDOW_DAYS 30)
-TABLES = {
-    "campaigns",
-    "channels",
-    "email_bounce",
-    "email_click",
-    "email_complaint",
-    "email_open",
-    "email_send",
-    "email_send_skip",
-    "email_subscribe",
-    "email_unsubscribe",
-    "list_users",
-    "lists",
-    "message_types",
-    "metadata",
-    "templates",
-    "users",
-}
+TABLE_SET = set(TABLES)
 CATALOG = ["campaigns", "channels", "lists", "message_types", "metadata", "templates"]
 EXPORTS = [s.name for s in EXPORT_STREAMS]
 EXPORT = "/api/export/data.json"
@@ -123,7 +107,7 @@ def stored_tables(project) -> set[str]:
 def assert_nothing_set_aside(project) -> None:
     """No table but the sixteen, and no line of a broken body kept aside (the warehouse's reject table)."""
     tables = stored_tables(project)
-    assert tables <= TABLES | {"_rejected_records"}
+    assert tables <= TABLE_SET | {"_rejected_records"}
     if "_rejected_records" in tables:
         assert project.query("SELECT * FROM iterable._rejected_records") == []
 
@@ -132,7 +116,7 @@ def assert_exact(project, days: tuple[str, str] = DAYS, skip_lists: frozenset = 
     """Every one of the sixteen tables holds exactly the simulator's data: Counters and sorted lists
     (never sets) so a duplicated row fails as surely as a missing one. Lists in `skip_lists` must
     have no list_users rows at all."""
-    assert TABLES <= stored_tables(project)
+    assert TABLE_SET <= stored_tables(project)
     for name in EXPORTS:
         assert_export_exact(project, name, days)
     assert_list_users_exact(project, skip_lists)

@@ -7,7 +7,7 @@ import pytest
 
 from iterable_assets.simulator import Fault
 
-from .conftest import BIN, run
+from .conftest import BIN, dagster_materialize, run
 
 pytestmark = pytest.mark.slow
 
@@ -26,17 +26,7 @@ def test_failing_runs_never_write_the_key(project, cli_env, tmp_path, known_to_i
     env = dict(cli_env, ITERABLE_API_KEY=SECRET, ITERABLE_RETRY_ATTEMPTS="2")
     outputs = [
         run(
-            [
-                str(BIN / "dagster"),
-                "asset",
-                "materialize",
-                "-m",
-                "iterable_assets.definitions",
-                "--select",
-                "email_open",
-                "--partition",
-                "2024-01-02",
-            ],
+            dagster_materialize("--select", "email_open", "--partition", "2024-01-02"),
             env,
         ),
         run(
