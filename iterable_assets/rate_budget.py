@@ -75,11 +75,3 @@ class RateBudget:
         while (wait := self.try_acquire()) > 0:
             time.sleep(wait)
         return time.monotonic() - started
-
-    def grants(self) -> list[float]:
-        """Wall-clock times of the grants still on the ledger (for tests and diagnostics)."""
-        con = self._connect()
-        try:
-            return [at for (at,) in con.execute("SELECT at FROM grants WHERE bucket = ? ORDER BY at", (self.bucket,))]
-        finally:
-            con.close()
