@@ -80,11 +80,13 @@ def child_asset(base_url: str, database: str, spool_dir: str) -> dict:
         )
         stats = instance.get_run_step_stats(result.run_id)[0]
         metadata = result.asset_materializations_for_node("email_send")[0].metadata
+    download, load = metadata["download_seconds"].value, metadata["load_seconds"].value
     return {
-        "seconds": stats.end_time - stats.start_time,
+        "seconds": download + load,  # the asset's own work: request, download and load into DuckDB
+        "step_seconds": stats.end_time - stats.start_time,  # plus Dagster's step around it
         "rows": metadata["dagster/row_count"].value,
-        "download": metadata["download_seconds"].value,
-        "load": metadata["load_seconds"].value,
+        "download": download,
+        "load": load,
         "rss_mb": peak_rss_mb(),
     }
 
@@ -131,8 +133,9 @@ def ingest(records: int, repeat: int) -> None:
                 base.append(run_child("_baseline", str(body), str(tmp / f"base{i}.duckdb")))
                 ours.append(run_child("_asset", sim.base_url, str(tmp / f"ours{i}.duckdb"), str(tmp)))
                 print(
-                    f"  run {i + 1}: read_json {base[-1]['seconds']:.2f} s, asset step {ours[-1]['seconds']:.2f} s "
-                    f"(download {ours[-1]['download']:.2f} s, load {ours[-1]['load']:.2f} s)",
+                    f"  run {i + 1}: read_json {base[-1]['seconds']:.2f} s; asset {ours[-1]['seconds']:.2f} s "
+                    f"(download {ours[-1]['download']:.2f} s, load {ours[-1]['load']:.2f} s), "
+                    f"whole Dagster step {ours[-1]['step_seconds']:.2f} s",
                     flush=True,
                 )
     rows = ours[0]["rows"]
@@ -141,10 +144,13 @@ def ingest(records: int, repeat: int) -> None:
         name: {k: statistics.median(r[k] for r in runs) for k in ("seconds", "rss_mb")}
         for name, runs in (("read_json", base), ("asset", ours))
     }
+    step = statistics.median(r["step_seconds"] for r in ours)
     print("| side | records | median s | records/s | peak RSS MB |\n|---|---|---|---|---|")
     for name, m in med.items():
         print(f"| {name} | {rows:,} | {m['seconds']:.2f} | {rows / m['seconds']:,.0f} | {m['rss_mb']:.0f} |")
-    print(f"ratio (asset records/s / read_json records/s): {med['read_json']['seconds'] / med['asset']['seconds']:.2f}")
+    base_s = med["read_json"]["seconds"]
+    print(f"ratio (asset records/s / read_json records/s): {base_s / med['asset']['seconds']:.2f}")
+    print(f"with Dagster's step around the asset ({step:.2f} s): {base_s / step:.2f}")
 
 
 # ---- budget -----------------------------------------------------------------------------------------

@@ -25,10 +25,12 @@ from iterable_assets.spool import (
     MAX_RECORD_BYTES,
     NULL_TYPE,
     NUMBER_TYPES,
-    PART_LINES,
     NdjsonSpool,
-    is_nested,
-    source_keys,
+    NotRecords,
+    holds,
+    quote,
+    read_values,
+    sql_string,
     widen,
 )
 from iterable_assets.streams import Stream
@@ -39,6 +41,7 @@ TIMESTAMPTZ = "TIMESTAMP WITH TIME ZONE"
 MEMORY_LIMIT = "192MB"
 EXTERNAL_LOCK_WAIT_SECONDS = 300.0
 REJECTS = "_rejected_records"
+KIND_MISMATCH = "iterable_assets: a value its column type does not hold"
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +52,6 @@ class LoadError(Exception):
 
 class WarehouseBusy(Exception):
     """Another program kept the DuckDB file locked for too long."""
-
-
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def table_name(stream_name: str) -> str:
@@ -128,41 +127,39 @@ class Scope:
 
 
 # ---- column naming --------------------------------------------------------------------------------
-def column_names(stream: Stream, detected: Sequence[str]) -> dict[str, str]:
-    """Map DuckDB's detected column names to table columns.
-
-    DuckDB names a key that differs from an earlier one only by case `<key>_1`; the key is
-    recovered, then the stream's fixed renames apply, then any remaining case-insensitive
-    collision is resolved by keeping the name that sorts last and prefixing the others with `_`.
-    """
-    target = {name: stream.renames.get(key, key) for name, key in source_keys(detected).items()}
+def column_names(stream: Stream, keys: Sequence[str]) -> dict[str, str]:
+    """Map JSON keys to table columns: the stream's fixed renames apply, then any case-insensitive
+    collision (DuckDB's names ignore case) is resolved by keeping the name that sorts last and
+    prefixing the others with `_`."""
+    target = {key: stream.renames.get(key, key) for key in keys}
     groups: dict[str, list[str]] = {}
-    for name, column in target.items():
-        groups.setdefault(column.lower(), []).append(name)
-    for names in groups.values():
-        if len(names) > 1:
-            names.sort(key=lambda n: target[n], reverse=True)
-            keeper = target[names[0]]
-            for rank, name in enumerate(names[1:], start=1):
+    for key, column in target.items():
+        groups.setdefault(column.lower(), []).append(key)
+    for group in groups.values():
+        if len(group) > 1:
+            group.sort(key=lambda k: target[k], reverse=True)
+            keeper = target[group[0]]
+            for rank, key in enumerate(group[1:], start=1):
                 log.warning(
                     "%s: field %r collides with %r in a case-insensitive database; stored as %r",
                     stream.name,
-                    target[name],
+                    target[key],
                     keeper,
                     "_" * rank + keeper,
                 )
-                target[name] = "_" * rank + keeper
+                target[key] = "_" * rank + keeper
     return target
 
 
-def _select_list(stream: Stream, described: Sequence[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
-    """SELECT expressions that turn DuckDB's detected columns into the table's columns, and the
-    (column, type) pairs they yield."""
-    names = column_names(stream, [name for name, _ in described])
-    exprs, columns = [], []
-    for name, duck_type in described:
-        src, column = quote(name), names[name]
-        out_type = duck_type
+def _select_list(
+    stream: Stream, columns: Sequence[tuple[str, str]], sources: Sequence[str]
+) -> tuple[str, list[tuple[str, str]]]:
+    """SELECT expressions that turn the values read for each (key, type) of `columns` (the SQL
+    expressions `sources`) into the table's columns, and the (column, type) pairs they yield."""
+    names = column_names(stream, [key for key, _ in columns])
+    exprs, out = [], []
+    for (key, duck_type), src in zip(columns, sources):
+        column, out_type = names[key], duck_type
         if column in stream.timestamp_fields:
             out_type = TIMESTAMPTZ
             if duck_type in NUMBER_TYPES:  # JSON resources: epoch milliseconds
@@ -174,13 +171,13 @@ def _select_list(stream: Stream, described: Sequence[tuple[str, str]]) -> tuple[
         elif column in stream.json_string_fields and duck_type == "VARCHAR":
             # A JSON document sent as a string; a string that is not JSON is kept as a JSON string.
             expr, out_type = f"CASE WHEN json_valid({src}) THEN json({src}) ELSE to_json({src}) END", "JSON"
-        elif is_nested(duck_type) or column in stream.json_string_fields:
+        elif column in stream.json_string_fields:
             expr, out_type = f"to_json({src})", "JSON"
         else:
             expr = src
         exprs.append(f"{expr} AS {quote(column)}")
-        columns.append((column, out_type))
-    return ", ".join(exprs), columns
+        out.append((column, out_type))
+    return ", ".join(exprs), out
 
 
 # ---- schema evolution ------------------------------------------------------------------------------
@@ -246,19 +243,6 @@ class LoadResult:
     rows: int  # rows inserted
     replaced: int  # rows deleted
     rejected: int = 0  # lines that were not JSON objects, kept in iterable._rejected_records
-
-
-def _read_json(parts: Sequence[Path], columns: str | None = None) -> str:
-    files = ", ".join(_sql_string(str(p)) for p in parts)
-    options = f"columns = {{{columns}}}" if columns else f"union_by_name = true, sample_size = {PART_LINES}"
-    return (
-        f"read_json([{files}], format = 'newline_delimited', records = true, "
-        f"maximum_object_size = {MAX_RECORD_BYTES}, {options})"
-    )
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -348,13 +332,13 @@ def load_ndjson(con: duckdb.DuckDBPyConnection, stream: Stream, spool: NdjsonSpo
     do not block the rest: they are kept verbatim in iterable._rejected_records."""
     try:
         return _load_spool(con, stream, spool, scope)
-    except duckdb.InvalidInputException:
+    except (duckdb.InvalidInputException, NotRecords):
         pass  # DuckDB cannot read some line: set such lines aside and load the others
     with tempfile.TemporaryDirectory(prefix="iterable-clean-") as folder:
         clean, rejects = _set_aside_bad_lines(spool, Path(folder))
         try:
             return _load_spool(con, stream, clean, scope, rejects)
-        except duckdb.InvalidInputException as exc:
+        except (duckdb.InvalidInputException, NotRecords) as exc:
             raise LoadError(f"{stream.name}: the response could not be read as JSON records: {exc}") from None
         finally:
             clean.shutdown()
@@ -367,20 +351,47 @@ def _load_spool(
     scope: Scope,
     rejects: Sequence[tuple[int, str, str]] = (),
 ) -> LoadResult:
-    """Load a spool, reading it with the columns it detected (every key, types that hold every value)."""
+    """Load a spool with every key it holds, typed as its first records show; if a later value is
+    of another kind, type every value first (see spool.py) and load again."""
     if not spool.size:
         return _replace(con, stream, scope, None, rejects)
     try:
-        described = spool.columns()
-        if described is None:  # keys that differ only by case: let DuckDB detect (and suffix) them
-            reader = _read_json(spool.parts)
-            described = [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
-        else:
-            reader = _read_json(spool.parts, ", ".join(f"{_sql_string(n)}: {_sql_string(t)}" for n, t in described))
-        select, columns = _select_list(stream, described)
-        return _replace(con, stream, scope, Batch(f"SELECT {select} FROM {reader}", columns), rejects)
+        try:
+            return _replace(con, stream, scope, _batch(stream, spool.parts, spool.guessed_columns()), rejects)
+        except duckdb.InvalidInputException as exc:
+            if KIND_MISMATCH not in str(exc):
+                raise
+            log.info("%s: %s; typing every value, then loading again", stream.name, str(exc).splitlines()[0])
+        return _replace(con, stream, scope, _batch(stream, spool.parts, spool.columns()), rejects)
     except duckdb.ConversionException as exc:
         raise LoadError(f"{stream.name}: a value could not be converted: {exc}") from None
+
+
+def _batch(stream: Stream, parts: Sequence[Path], columns: Sequence[tuple[str, str]]) -> Batch:
+    """The spooled records, every key read as its column's type.
+
+    VARCHAR columns take any value (a non-string as its JSON text). Other columns are read as JSON
+    and each value is checked: DuckDB's reader would cast 2.5 to 2 in an integer column, this
+    stops the load with KIND_MISMATCH instead."""
+    keys = [key for key, _ in columns]
+    source, values = read_values(parts, keys, [duck_type == "VARCHAR" for _, duck_type in columns])
+    checked = [_checked(key, duck_type, value) for (key, duck_type), value in zip(columns, values)]
+    select, out = _select_list(stream, columns, checked)
+    return Batch(f"SELECT {select} FROM {source}", out)
+
+
+def _checked(key: str, duck_type: str, value: str) -> str:
+    if duck_type == "VARCHAR":
+        return value
+    text = f"{value}::VARCHAR"
+    if duck_type in ("JSON", NULL_TYPE):
+        converted = value
+    elif duck_type == "BOOLEAN":
+        converted = f"{text} = 'true'"
+    else:
+        converted = f"CAST({text} AS {duck_type})"
+    mismatch = f"error({sql_string(f'{KIND_MISMATCH}: {key} ({duck_type})')})"
+    return f"CASE WHEN {value} IS NULL THEN NULL WHEN {holds(duck_type, text)} THEN {converted} ELSE {mismatch} END"
 
 
 def _set_aside_bad_lines(spool: NdjsonSpool, folder: Path) -> tuple[NdjsonSpool, list[tuple[int, str, str]]]:
@@ -433,7 +444,7 @@ def load_list_users(
         # The batch query takes no parameters, so the list id and sync time are written as literals.
         source = (
             f"SELECT email, {int(list_id)}::BIGINT AS listId, '{synced_at.isoformat()}'::TIMESTAMPTZ AS updatedAt "
-            f"FROM read_csv({_sql_string(str(path))}, header = false, columns = {{'email': 'VARCHAR'}}, "
+            f"FROM read_csv({sql_string(str(path))}, header = false, columns = {{'email': 'VARCHAR'}}, "
             "delim = '\x01', quote = '', escape = '', auto_detect = false, new_line = '\\n', strict_mode = false) "
             "WHERE email IS NOT NULL AND trim(email) <> ''"
         )

@@ -65,7 +65,68 @@ def test_values_and_fields_after_duckdbs_sample_are_kept_exactly(tmp_path):
     values = query(
         tmp_path, 'SELECT "hrefIndex", "lateField" FROM iterable.email_send ORDER BY "createdAt" DESC LIMIT 2'
     )
-    assert values == [("2.5", "seen late"), ('"7"', None)]  # mixed types are kept as JSON
+    assert values == [("2.5", "seen late"), ("7", None)]  # mixed kinds: each value's text
+    assert kinds["hrefIndex"] == "VARCHAR"
+
+
+@pytest.fixture
+def typing_passes(monkeypatch):
+    """How many parts each typing pass read: the first part's, then any re-typing of the body."""
+    passes = []
+    original = NdjsonSpool._types
+
+    def counted(self, parts, keys):
+        passes.append(len(parts))
+        return original(self, parts, keys)
+
+    monkeypatch.setattr(NdjsonSpool, "_types", counted)
+    return passes
+
+
+@pytest.mark.parametrize(
+    "first, later, column_type, stored, retyped",
+    [
+        (1, 2, "BIGINT", 2, False),
+        (1, 2.5, "DOUBLE", 2.5, True),
+        (1, "7", "VARCHAR", "7", True),
+        (1, True, "VARCHAR", "true", True),
+        (1, 2**64 - 1, "HUGEINT", 2**64 - 1, True),
+        (2.5, 3, "DOUBLE", 3.0, False),
+        (True, False, "BOOLEAN", False, False),
+        (None, "s", "VARCHAR", "s", True),
+        ({"a": 1}, [1], "JSON", "[1]", False),
+        ({"a": 1}, "s", "VARCHAR", "s", True),
+        ("x", 7, "VARCHAR", "7", False),  # a text column takes any value as its text
+        ("x", {"a": 1}, "VARCHAR", '{"a":1}', False),
+    ],
+)
+def test_a_later_value_of_another_kind_retypes_the_column_exactly(
+    tmp_path, typing_passes, first, later, column_type, stored, retyped
+):
+    records = [event(i, v=first) for i in range(PART_LINES + 10)]
+    records[-1] = event(PART_LINES + 9, v=later)
+    assert load(tmp_path, records).rows == len(records)
+    kinds = dict(
+        query(tmp_path, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'email_send'")
+    )
+    assert kinds["v"] == column_type
+    assert query(tmp_path, 'SELECT v FROM iterable.email_send ORDER BY "createdAt" DESC LIMIT 1') == [(stored,)]
+    # the first part is typed as it arrives; the whole body again only when a later value disagrees
+    assert typing_passes == ([1, 1, 1] if retyped else [1])
+
+
+def test_keys_that_differ_only_by_case_are_typed_from_every_value(tmp_path, typing_passes):
+    users = STREAMS_BY_NAME["users"]
+    scope = Scope.window("profileUpdatedAt", DAY, DAY + timedelta(days=1))
+    records = [
+        {"email": f"u{i}@x.io", "profileUpdatedAt": "2024-01-01 05:00:00 +00:00", "score": 1, "Score": "a"}
+        for i in range(PART_LINES + 2)
+    ]
+    records[-1]["score"] = 1.5
+    load(tmp_path, records, users, scope)
+    last = f"u{PART_LINES + 1}@x.io"
+    assert query(tmp_path, f"SELECT score, _score FROM iterable.users WHERE email = '{last}'") == [(1.5, "a")]
+    assert len(typing_passes) == 3
 
 
 def test_a_column_is_widened_when_a_later_window_changes_its_type(tmp_path):
@@ -79,12 +140,12 @@ def test_a_column_is_widened_when_a_later_window_changes_its_type(tmp_path):
     ]
     even_later = Scope.window("createdAt", DAY + timedelta(days=2), DAY + timedelta(days=3))
     load(tmp_path, [event(2 * 86400 + 1, campaignId="abc")], scope=even_later)
-    # numbers and strings together become JSON, which keeps each value and its kind
+    # numbers and strings together: each value's text
     assert query(tmp_path, 'SELECT "campaignId" FROM iterable.email_send ORDER BY "createdAt"') == [
         ("5.0",),
         ("5.5",),
         ("7.0",),
-        ('"abc"',),
+        ("abc",),
     ]
 
 
