@@ -44,10 +44,6 @@ HOLDS = {
 }
 
 
-class NotRecords(ValueError):
-    """A line of the body is JSON but not an object."""
-
-
 def holds(duck_type: str, text: str) -> str:
     """SQL: whether a column of `duck_type` holds, as it is, the value whose JSON text is `text`."""
     return HOLDS[duck_type].format(t=text)
@@ -101,7 +97,7 @@ def read_values(parts: Sequence[Path], keys: Sequence[str], as_text: Sequence[bo
     pointers = ", ".join(sql_string(json_pointer(key)) for key in keys)
     source = (
         f"(SELECT json_extract_string(json, [{pointers}]) AS text, json_extract(json, [{pointers}]) AS value "
-        f"FROM {read_objects(parts)} WHERE json IS NOT NULL)"
+        f"FROM {read_objects(parts)})"
     )
     values = [
         f"text[{i}]" if text else f"CASE WHEN text[{i}] IS NULL THEN NULL ELSE value[{i}] END"  # JSON null -> NULL
@@ -152,9 +148,10 @@ class NdjsonSpool:
             self._out.close()
             self._out = None
             path = self.parts[-1]
-            keys = self._pool.submit(self._scan_keys, path)
+            first = self._first_types is None
+            keys = self._pool.submit(self._scan_keys, path, in_order=first)  # the first part sets column order
             self._keys.append(keys)
-            if self._first_types is None:  # queued after its keys, so it never waits on a queued job
+            if first:  # queued after its keys, so it never waits on a queued job
                 self._first_types = self._pool.submit(lambda: self._types([path], keys.result()))
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
@@ -164,17 +161,21 @@ class NdjsonSpool:
             self._connections.append(con)
         return con
 
-    def _scan_keys(self, path: Path) -> list[str]:
+    def _scan_keys(self, path: Path, in_order: bool) -> list[str]:
+        """The part's keys: in order of the most common record layout first, or (cheaper) as a set."""
+        source = read_objects([path])
+        if not in_order:
+            return [
+                row[0]
+                for row in self._connection()
+                .execute(f"SELECT DISTINCT unnest(json_keys(json)) FROM {source}")
+                .fetchall()
+            ]
         rows = (
             self._connection()
-            .execute(
-                f"SELECT json_keys(json) AS keys, count(*) AS n FROM {read_objects([path])} "
-                "WHERE json IS NOT NULL GROUP BY keys ORDER BY n DESC, keys"
-            )
+            .execute(f"SELECT json_keys(json) AS keys, count(*) AS n FROM {source} GROUP BY keys ORDER BY n DESC, keys")
             .fetchall()
         )
-        if any(keys is None for keys, _ in rows):  # json_keys of an array or a scalar
-            raise NotRecords(f"{path.name} has lines that are not JSON objects")
         return list(dict.fromkeys(key for keys, _ in rows for key in keys))
 
     def _types(self, parts: Sequence[Path], keys: Sequence[str]) -> dict[str, frozenset]:
@@ -188,7 +189,10 @@ class NdjsonSpool:
         return {key: frozenset(t for t in HOLDS if next(flags)) for key in keys}
 
     def _keys_in_order(self) -> list[str]:
-        return list(dict.fromkeys(key for future in self._keys for key in future.result()))
+        """The first part's keys in its order, then the keys later parts add, sorted."""
+        first, *later = (future.result() for future in self._keys)
+        added = sorted({key for keys in later for key in keys} - set(first))
+        return [*first, *added]
 
     def _merged(self, typed: dict[str, frozenset], more: list[dict[str, frozenset]]) -> list[tuple[str, str]]:
         for found in more:

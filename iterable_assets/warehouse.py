@@ -26,9 +26,9 @@ from iterable_assets.spool import (
     NULL_TYPE,
     NUMBER_TYPES,
     NdjsonSpool,
-    NotRecords,
     holds,
     quote,
+    read_objects,
     read_values,
     sql_string,
     widen,
@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 
 class LoadError(Exception):
     """A batch that cannot be stored as it is; the table keeps its previous rows."""
+
+
+class NotRecords(ValueError):
+    """Lines of the body are JSON but not objects."""
 
 
 class WarehouseBusy(Exception):
@@ -355,9 +359,12 @@ def _load_spool(
     of another kind, type every value first (see spool.py) and load again."""
     if not spool.size:
         return _replace(con, stream, scope, None, rejects)
+    guessed = spool.guessed_columns()
+    if not guessed:
+        return _load_keyless(con, stream, spool, scope, rejects)
     try:
         try:
-            return _replace(con, stream, scope, _batch(stream, spool.parts, spool.guessed_columns()), rejects)
+            return _replace(con, stream, scope, _batch(stream, spool.parts, guessed), rejects)
         except duckdb.InvalidInputException as exc:
             if KIND_MISMATCH not in str(exc):
                 raise
@@ -365,6 +372,25 @@ def _load_spool(
         return _replace(con, stream, scope, _batch(stream, spool.parts, spool.columns()), rejects)
     except duckdb.ConversionException as exc:
         raise LoadError(f"{stream.name}: a value could not be converted: {exc}") from None
+
+
+def _load_keyless(
+    con: duckdb.DuckDBPyConnection,
+    stream: Stream,
+    spool: NdjsonSpool,
+    scope: Scope,
+    rejects: Sequence[tuple[int, str, str]],
+) -> LoadResult:
+    """A body in which no line has a key: blank lines are an empty body; other lines are either
+    not objects (set aside by the caller) or `{}`, which no table can hold."""
+    kinds = dict(
+        con.execute(f"SELECT json_type(json), count(*) FROM {read_objects(spool.parts)} GROUP BY ALL").fetchall()
+    )
+    if not kinds:
+        return _replace(con, stream, scope, None, rejects)
+    if set(kinds) != {"OBJECT"}:
+        raise NotRecords(f"{stream.name}: lines that are not JSON objects")
+    raise LoadError(f"{stream.name}: {kinds['OBJECT']} records without any field; nothing was written")
 
 
 def _batch(stream: Stream, parts: Sequence[Path], columns: Sequence[tuple[str, str]]) -> Batch:

@@ -213,6 +213,23 @@ def test_lines_that_are_not_json_objects_are_kept_aside_and_the_rest_loads(tmp_p
     assert query(tmp_path, "SELECT count(*) FROM iterable._rejected_records") == [(0,)]
 
 
+@pytest.mark.parametrize(
+    "body, rows, rejected",
+    [
+        (b"\n\n \n", 0, 0),  # blank lines: an empty body
+        (b"[1]\n\n3\n", 0, 2),  # no line is an object: all set aside
+    ],
+)
+def test_bodies_without_any_key(tmp_path, body, rows, rejected):
+    load(tmp_path, [event(1)])
+    with warehouse.connect(str(tmp_path / "w.duckdb")) as con:
+        result = warehouse.load_ndjson(con, SEND, raw_spool(tmp_path, body), WINDOW)
+    assert (result.rows, result.replaced, result.rejected) == (rows, 1, rejected)
+    with pytest.raises(LoadError, match="2 records without any field"):
+        with warehouse.connect(str(tmp_path / "w.duckdb")) as con:
+            warehouse.load_ndjson(con, SEND, raw_spool(tmp_path, b"{}\n{}\n"), WINDOW)
+
+
 def test_large_fields_non_ascii_and_odd_names(tmp_path):
     big = "é" * 600_000  # 1.2 MB of UTF-8 in one field
     odd = {"Straße & Co": "ü", "with space": 1, 'quote"name': "q", "dots.in.name": True, "emoji🙂": "🙂"}
