@@ -23,7 +23,7 @@ from typing import BinaryIO, Sequence
 
 import duckdb
 
-PART_LINES = 20_480
+PART_LINES = 20_480  # the unit of background scanning
 # The largest record DuckDB reads (its default is 16 MiB); it buffers twice this per thread, within
 # the memory limit. A longer line is set aside verbatim (see warehouse.load_ndjson).
 MAX_RECORD_BYTES = 32 << 20
@@ -163,20 +163,13 @@ class NdjsonSpool:
 
     def _scan_keys(self, path: Path, in_order: bool) -> list[str]:
         """The part's keys: in order of the most common record layout first, or (cheaper) as a set."""
-        source = read_objects([path])
+        con, source = self._connection(), read_objects([path])
         if not in_order:
-            return [
-                row[0]
-                for row in self._connection()
-                .execute(f"SELECT DISTINCT unnest(json_keys(json)) FROM {source}")
-                .fetchall()
-            ]
-        rows = (
-            self._connection()
-            .execute(f"SELECT json_keys(json) AS keys, count(*) AS n FROM {source} GROUP BY keys ORDER BY n DESC, keys")
-            .fetchall()
+            return [key for (key,) in con.execute(f"SELECT DISTINCT unnest(json_keys(json)) FROM {source}").fetchall()]
+        layouts = con.execute(
+            f"SELECT json_keys(json) AS keys FROM {source} GROUP BY keys ORDER BY count(*) DESC, keys"
         )
-        return list(dict.fromkeys(key for keys, _ in rows for key in keys))
+        return list(dict.fromkeys(key for (keys,) in layouts.fetchall() for key in keys))
 
     def _types(self, parts: Sequence[Path], keys: Sequence[str]) -> dict[str, frozenset]:
         """For each of `keys`, the column types that hold all its values in `parts`."""

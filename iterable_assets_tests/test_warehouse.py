@@ -45,7 +45,7 @@ def query(tmp_path, sql):
         return con.execute(sql).fetchall()
 
 
-def test_spool_parts_hold_whole_lines_and_at_most_the_sample_size(tmp_path):
+def test_spool_parts_hold_whole_lines_and_at_most_part_lines(tmp_path):
     records = [event(i) for i in range(PART_LINES * 2 + 5)]
     spool = spool_of(tmp_path, records, chunk_bytes=1000)
     counts = [len(p.read_bytes().splitlines()) for p in spool.parts]
