@@ -38,7 +38,7 @@ from iterable_assets.streams import Stream
 SCHEMA = "iterable"
 EXPORT_TIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 TIMESTAMPTZ = "TIMESTAMP WITH TIME ZONE"
-MEMORY_LIMIT = "192MB"
+MEMORY_LIMIT = "256MB"
 EXTERNAL_LOCK_WAIT_SECONDS = 300.0
 REJECTS = "_rejected_records"
 KIND_MISMATCH = "iterable_assets: a value its column type does not hold"
