@@ -28,7 +28,6 @@ PART_LINES = 20_480  # the unit of background scanning
 # the memory limit. A longer line is set aside verbatim (see warehouse.load_ndjson).
 MAX_RECORD_BYTES = 16 << 20
 SCAN_THREADS = max(1, min(4, os.cpu_count() or 1))
-SCAN_MEMORY_LIMIT = "64MB"  # per scanning thread; a part is at most PART_LINES lines
 NULL_TYPE = '"NULL"'  # a key whose values are all null
 NUMBER_TYPES = ("BIGINT", "HUGEINT", "DOUBLE")  # each holds the values of the ones before it
 # When a value, given as its JSON text {t}, is held as it is by each column type, narrowest first
