@@ -224,11 +224,8 @@ class IterableResource(dg.ConfigurableResource):
                 finally:
                     spool.close()
 
-            try:
-                self._call(EXPORT_PATH, params, write, "export")
-                yield spool
-            finally:
-                spool.shutdown()
+            self._call(EXPORT_PATH, params, write, "export")
+            yield spool
 
     @contextmanager
     def list_users(self, list_id: int | str) -> Iterator[Path]:

@@ -1,4 +1,4 @@
-"""NDJSON spooled to disk in parts, scanned by DuckDB while the rest is still downloading.
+"""NDJSON spooled to disk in parts, then typed by DuckDB from every value.
 
 Column types follow the values: a key whose values are all integers is BIGINT (HUGEINT beyond it),
 all numbers DOUBLE, all booleans BOOLEAN, all objects or arrays JSON, all null NULL_TYPE; any other
@@ -6,28 +6,29 @@ key (strings, or values of several kinds) is VARCHAR, holding a string as itself
 value as its JSON text.
 
 DuckDB's own JSON reader types a sample and casts the rest leniently (2.5 in an integer column
-becomes 2, "7" becomes 7) and skips keys the sample did not have. Instead, as each part of at most
-`PART_LINES` lines completes, a background thread lists its keys (cheap), and the first part is
-typed from every value. `guessed_columns()` gives every key of the body with the type its first
-records show; the warehouse reads non-VARCHAR values as JSON and checks that the type holds each
-one (`holds`), so a value of another kind stops the load instead of being cast. Then `columns()`
-types every value of every part (the exact answer, at the cost of one more pass) and the load runs
-again.
+becomes 2, "7" becomes 7) and skips keys the sample did not have. Instead, once the body is on disk
+(in parts of at most `PART_LINES` lines), `guessed_columns()` lists every key of the body and types
+each from every value of the first part (keys the first part lacks: from every value of the body);
+the warehouse reads non-VARCHAR values as JSON and checks that the type holds each one (`holds`),
+so a value of another kind stops the load instead of being cast. Then `columns()` types every value
+of the body (the exact answer, at the cost of one more pass) and the load runs again.
+
+Only the first part is typed beside the download (on a background thread, as soon as it is
+written); the key scan of the rest runs after it: on a fast link it would compete with the download
+for the same cores (measured: slower overall), and on a slow one it is a small part of the time.
 """
 
-import os
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Sequence
 
 import duckdb
 
-PART_LINES = 20_480  # the unit of background scanning
-# The largest record DuckDB reads (its default is 16 MiB); it buffers twice this per thread, within
-# the memory limit. A longer line is set aside verbatim (see warehouse.load_ndjson).
-MAX_RECORD_BYTES = 16 << 20
-SCAN_THREADS = max(1, min(4, os.cpu_count() or 1))
+PART_LINES = 20_480  # the first part's records give the guessed types
+# DuckDB's JSON readers buffer twice `maximum_object_size` per thread (within the memory limit) and
+# read a record that fits that buffer; a longer line is set aside verbatim (warehouse.load_ndjson).
+READER_OBJECT_SIZE = 16 << 20  # DuckDB's default
+MAX_RECORD_BYTES = 2 * READER_OBJECT_SIZE - 1024  # a little under what DuckDB 2.0 takes (32 MiB - 17)
 NULL_TYPE = '"NULL"'  # a key whose values are all null
 NUMBER_TYPES = ("BIGINT", "HUGEINT", "DOUBLE")  # each holds the values of the ones before it
 # When a value, given as its JSON text {t}, is held as it is by each column type, narrowest first
@@ -77,7 +78,7 @@ def json_pointer(key: str) -> str:
 def read_objects(parts: Sequence[Path]) -> str:
     """A table function over the parts: one JSON value per line, in column `json`."""
     files = ", ".join(sql_string(str(p)) for p in parts)
-    return f"read_ndjson_objects([{files}], maximum_object_size = {MAX_RECORD_BYTES})"
+    return f"read_ndjson_objects([{files}], maximum_object_size = {READER_OBJECT_SIZE})"
 
 
 def read_values(parts: Sequence[Path], keys: Sequence[str], as_text: Sequence[bool]) -> tuple[str, list[str]]:
@@ -91,7 +92,7 @@ def read_values(parts: Sequence[Path], keys: Sequence[str], as_text: Sequence[bo
         types = ", ".join(f"{sql_string(k)}: '{'VARCHAR' if t else 'JSON'}'" for k, t in zip(keys, as_text))
         source = (
             f"read_json([{files}], format = 'newline_delimited', records = true, "
-            f"maximum_object_size = {MAX_RECORD_BYTES}, columns = {{{types}}})"
+            f"maximum_object_size = {READER_OBJECT_SIZE}, columns = {{{types}}})"
         )
         return source, [quote(key) for key in keys]
     pointers = ", ".join(sql_string(json_pointer(key)) for key in keys)
@@ -117,11 +118,8 @@ class NdjsonSpool:
         self.size = 0
         self._out: BinaryIO | None = None
         self._lines = 0
-        self._pool = ThreadPoolExecutor(max_workers=SCAN_THREADS, thread_name_prefix="spool-scan")
-        self._keys: list[Future] = []  # per part: its keys, most common record layout first
-        self._first_types: Future | None = None  # the first part's holding types per key
-        self._local = threading.local()  # one in-memory DuckDB connection per thread
-        self._connections: list[duckdb.DuckDBPyConnection] = []
+        self._first: Future | None = None  # the first part's keys in order, and their types
+        self._keys: list[str] = []  # every key, once guessed_columns() has run
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -143,83 +141,67 @@ class NdjsonSpool:
             data = data[cut + 1 :]
 
     def close(self) -> None:
-        """End the current part (if any) and queue it for scanning."""
+        """End the current part (if any); the first is then typed on a background thread."""
         if self._out is not None:
             self._out.close()
             self._out = None
-            path = self.parts[-1]
-            first = self._first_types is None
-            keys = self._pool.submit(self._scan_keys, path, in_order=first)  # the first part sets column order
-            self._keys.append(keys)
-            if first:  # queued after its keys, so it never waits on a queued job
-                self._first_types = self._pool.submit(lambda: self._types([path], keys.result()))
+            if self._first is None:
+                typer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-typer")
+                self._first = typer.submit(_type_first_part, self.parts[0])
+                typer.shutdown(wait=False)  # the thread ends with its one job
 
-    def _connection(self) -> duckdb.DuckDBPyConnection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = self._local.con = duckdb.connect(config={"threads": 1})
-            self._connections.append(con)
-        return con
+    def guessed_columns(self, con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+        """Every key of the body: the first part's in its order (its most common record layout
+        first), then the keys later parts add, sorted; each typed as the first part shows (a key
+        the first part lacks: as the whole body shows). The types hold for every record only if
+        the later records agree, which the warehouse checks as it reads them. `con` runs the scans
+        (the warehouse's connection, so that they share its memory limit)."""
+        self.close()
+        first, typed = self._first.result()
+        added = sorted(set(_keys(con, self.parts[1:])) - set(first))
+        typed.update(_types(con, self.parts, added))
+        self._keys = [*first, *added]
+        return [(key, narrowest(typed[key])) for key in self._keys]
 
-    def _scan_keys(self, path: Path, in_order: bool) -> list[str]:
-        """The part's keys: in order of the most common record layout first, or (cheaper) as a set."""
-        con, source = self._connection(), read_objects([path])
-        if not in_order:
-            return [key for (key,) in con.execute(f"SELECT DISTINCT unnest(json_keys(json)) FROM {source}").fetchall()]
-        layouts = con.execute(
-            f"SELECT json_keys(json) AS keys FROM {source} GROUP BY keys ORDER BY count(*) DESC, keys"
-        )
-        return list(dict.fromkeys(key for (keys,) in layouts.fetchall() for key in keys))
-
-    def _types(self, parts: Sequence[Path], keys: Sequence[str]) -> dict[str, frozenset]:
-        """For each of `keys`, the column types that hold all its values in `parts`."""
-        if not keys:
-            return {}
-        source, values = read_values(parts, keys, [False] * len(keys))
-        tests = [f"COALESCE(bool_and({v} IS NULL OR {holds(t, f'{v}::VARCHAR')}), TRUE)" for v in values for t in HOLDS]
-        row = self._connection().execute(f"SELECT {', '.join(tests)} FROM {source}").fetchone()
-        flags = iter(row)
-        return {key: frozenset(t for t in HOLDS if next(flags)) for key in keys}
-
-    def _keys_in_order(self) -> list[str]:
-        """The first part's keys in its order, then the keys later parts add, sorted."""
-        first, *later = (future.result() for future in self._keys)
-        added = sorted({key for keys in later for key in keys} - set(first))
-        return [*first, *added]
-
-    def _merged(self, typed: dict[str, frozenset], more: list[dict[str, frozenset]]) -> list[tuple[str, str]]:
-        for found in more:
-            for key, types in found.items():
-                typed[key] = typed[key] & types if key in typed else types
-        return [(key, narrowest(typed[key])) for key in self._keys_in_order()]
-
-    def guessed_columns(self) -> list[tuple[str, str]]:
-        """Every key of the body, typed as the first part shows (a key first seen in a later part:
-        as that part shows). The types hold for every record only if the later records agree,
-        which the warehouse checks as it reads them."""
-        typed = dict(self._first_types.result())
-        later = [(path, future.result()) for path, future in zip(self.parts, self._keys)]
-        later = [(path, keys) for path, keys in later if not set(keys) <= typed.keys()]
-        return self._merged(typed, list(self._pool.map(lambda part: self._types([part[0]], part[1]), later)))
-
-    def columns(self) -> list[tuple[str, str]]:
-        """Every key of the body, in order of appearance, with the narrowest type that holds all
-        its values. Reads every value of the body once more."""
-        keys = self._keys_in_order()
-        return self._merged({}, list(self._pool.map(lambda path: self._types([path], keys), self.parts)))
+    def columns(self, con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+        """The keys of `guessed_columns()`, each with the narrowest type that holds all its values
+        in the body. Reads every value once more."""
+        typed = _types(con, self.parts, self._keys)
+        return [(key, narrowest(typed[key])) for key in self._keys]
 
     def reset(self) -> None:
         """Discard everything written (a retried download starts over)."""
         self.close()
-        for future in [*self._keys, self._first_types]:
-            if future is not None:
-                future.exception()  # wait: the file is about to go
+        if self._first is not None:
+            self._first.exception()  # wait: the file is about to go
         for path in self.parts:
             path.unlink(missing_ok=True)
-        self.parts, self.size, self._keys, self._first_types = [], 0, [], None
+        self.parts, self.size, self._first, self._keys = [], 0, None, []
 
-    def shutdown(self) -> None:
-        self.close()
-        self._pool.shutdown(wait=True)
-        for con in self._connections:
-            con.close()
+
+def _type_first_part(path: Path) -> tuple[list[str], dict[str, frozenset]]:
+    """The part's keys, in order of its most common record layout first, and their types."""
+    with duckdb.connect(config={"threads": 1}) as con:
+        layouts = con.execute(
+            f"SELECT json_keys(json) AS keys FROM {read_objects([path])} GROUP BY keys ORDER BY count(*) DESC, keys"
+        ).fetchall()
+        keys = list(dict.fromkeys(key for (keys,) in layouts for key in keys))
+        return keys, _types(con, [path], keys)
+
+
+def _keys(con: duckdb.DuckDBPyConnection, parts: Sequence[Path]) -> list[str]:
+    if not parts:
+        return []
+    return [
+        key for (key,) in con.execute(f"SELECT DISTINCT unnest(json_keys(json)) FROM {read_objects(parts)}").fetchall()
+    ]
+
+
+def _types(con: duckdb.DuckDBPyConnection, parts: Sequence[Path], keys: Sequence[str]) -> dict[str, frozenset]:
+    """For each of `keys`, the column types that hold all its values in `parts`."""
+    if not keys:
+        return {}
+    source, values = read_values(parts, keys, [False] * len(keys))
+    tests = [f"COALESCE(bool_and({v} IS NULL OR {holds(t, f'{v}::VARCHAR')}), TRUE)" for v in values for t in HOLDS]
+    flags = iter(con.execute(f"SELECT {', '.join(tests)} FROM {source}").fetchone())
+    return {key: frozenset(t for t in HOLDS if next(flags)) for key in keys}

@@ -38,7 +38,7 @@ from iterable_assets.streams import Stream
 SCHEMA = "iterable"
 EXPORT_TIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 TIMESTAMPTZ = "TIMESTAMP WITH TIME ZONE"
-MEMORY_LIMIT = "256MB"
+MEMORY_LIMIT = "192MB"
 EXTERNAL_LOCK_WAIT_SECONDS = 300.0
 REJECTS = "_rejected_records"
 KIND_MISMATCH = "iterable_assets: a value its column type does not hold"
@@ -344,8 +344,6 @@ def load_ndjson(con: duckdb.DuckDBPyConnection, stream: Stream, spool: NdjsonSpo
             return _load_spool(con, stream, clean, scope, rejects)
         except (duckdb.InvalidInputException, NotRecords) as exc:
             raise LoadError(f"{stream.name}: the response could not be read as JSON records: {exc}") from None
-        finally:
-            clean.shutdown()
 
 
 def _load_spool(
@@ -359,7 +357,7 @@ def _load_spool(
     of another kind, type every value first (see spool.py) and load again."""
     if not spool.size:
         return _replace(con, stream, scope, None, rejects)
-    guessed = spool.guessed_columns()
+    guessed = spool.guessed_columns(con)
     if not guessed:
         return _load_keyless(con, stream, spool, scope, rejects)
     try:
@@ -369,7 +367,7 @@ def _load_spool(
             if KIND_MISMATCH not in str(exc):
                 raise
             log.info("%s: %s; typing every value, then loading again", stream.name, str(exc).splitlines()[0])
-        return _replace(con, stream, scope, _batch(stream, spool.parts, spool.columns()), rejects)
+        return _replace(con, stream, scope, _batch(stream, spool.parts, spool.columns(con)), rejects)
     except duckdb.ConversionException as exc:
         raise LoadError(f"{stream.name}: a value could not be converted: {exc}") from None
 
@@ -434,8 +432,9 @@ def _set_aside_bad_lines(spool: NdjsonSpool, folder: Path) -> tuple[NdjsonSpool,
                     error = None if isinstance(record, dict) else f"a JSON {type(record).__name__}, not an object"
                 except ValueError as exc:
                     error = f"not JSON: {exc}"
-                if error is None and len(raw) > MAX_RECORD_BYTES:
-                    error = f"a record of {len(raw):,} bytes, over the {MAX_RECORD_BYTES:,} bytes DuckDB reads"
+                size = len(raw.rstrip(b"\r\n"))
+                if error is None and size > MAX_RECORD_BYTES:
+                    error = f"a record of {size:,} bytes, over the {MAX_RECORD_BYTES:,} bytes DuckDB reads"
                 if error is None:
                     clean.write(raw if raw.endswith(b"\n") else raw + b"\n")
                 else:
@@ -452,13 +451,10 @@ def load_records(con: duckdb.DuckDBPyConnection, stream: Stream, records: Iterab
     """Replace `scope` with records already parsed from a JSON resource (small by nature)."""
     with tempfile.TemporaryDirectory(prefix="iterable-records-") as folder:
         spool = NdjsonSpool(Path(folder))
-        try:
-            for record in records:
-                spool.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
-            spool.close()
-            return load_ndjson(con, stream, spool, scope)
-        finally:
-            spool.shutdown()
+        for record in records:
+            spool.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+        spool.close()
+        return load_ndjson(con, stream, spool, scope)
 
 
 def load_list_users(

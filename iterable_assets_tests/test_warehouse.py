@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from iterable_assets import spool as spool_module
 from iterable_assets import warehouse
-from iterable_assets.spool import PART_LINES, NdjsonSpool
+from iterable_assets.spool import MAX_RECORD_BYTES, PART_LINES, NdjsonSpool
 from iterable_assets.streams import STREAMS_BY_NAME
 from iterable_assets.warehouse import LoadError, Scope
 
@@ -73,13 +74,14 @@ def test_values_and_fields_after_duckdbs_sample_are_kept_exactly(tmp_path):
 def typing_passes(monkeypatch):
     """How many parts each typing pass read: the first part's, then any re-typing of the body."""
     passes = []
-    original = NdjsonSpool._types
+    original = spool_module._types
 
-    def counted(self, parts, keys):
-        passes.append(len(parts))
-        return original(self, parts, keys)
+    def counted(con, parts, keys):
+        if keys:
+            passes.append(len(parts))
+        return original(con, parts, keys)
 
-    monkeypatch.setattr(NdjsonSpool, "_types", counted)
+    monkeypatch.setattr(spool_module, "_types", counted)
     return passes
 
 
@@ -111,8 +113,8 @@ def test_a_later_value_of_another_kind_retypes_the_column_exactly(
     )
     assert kinds["v"] == column_type
     assert query(tmp_path, 'SELECT v FROM iterable.email_send ORDER BY "createdAt" DESC LIMIT 1') == [(stored,)]
-    # the first part is typed as it arrives; the whole body again only when a later value disagrees
-    assert typing_passes == ([1, 1, 1] if retyped else [1])
+    # the first part is typed; the whole body (two parts) only when a later value disagrees
+    assert typing_passes == ([1, 2] if retyped else [1])
 
 
 def test_keys_that_differ_only_by_case_are_typed_from_every_value(tmp_path, typing_passes):
@@ -126,7 +128,7 @@ def test_keys_that_differ_only_by_case_are_typed_from_every_value(tmp_path, typi
     load(tmp_path, records, users, scope)
     last = f"u{PART_LINES + 1}@x.io"
     assert query(tmp_path, f"SELECT score, _score FROM iterable.users WHERE email = '{last}'") == [(1.5, "a")]
-    assert len(typing_passes) == 3
+    assert typing_passes == [1, 2]
 
 
 def test_a_column_is_widened_when_a_later_window_changes_its_type(tmp_path):
@@ -228,6 +230,21 @@ def test_bodies_without_any_key(tmp_path, body, rows, rejected):
     with pytest.raises(LoadError, match="2 records without any field"):
         with warehouse.connect(str(tmp_path / "w.duckdb")) as con:
             warehouse.load_ndjson(con, SEND, raw_spool(tmp_path, b"{}\n{}\n"), WINDOW)
+
+
+def test_records_up_to_the_size_duckdb_reads_load_and_longer_ones_are_kept_aside(tmp_path):
+    def line(i, size):
+        record = json.dumps(event(i, payload=""))
+        return record[:-2].encode() + b"x" * (size - len(record)) + b'"}'
+
+    big, too_big = line(2, MAX_RECORD_BYTES), line(3, MAX_RECORD_BYTES + 1)
+    body = b"\n".join([json.dumps(event(1)).encode(), big, too_big, json.dumps(event(4)).encode()]) + b"\n"
+    with warehouse.connect(str(tmp_path / "w.duckdb")) as con:
+        result = warehouse.load_ndjson(con, SEND, raw_spool(tmp_path, body), WINDOW)
+    assert (result.rows, result.rejected) == (3, 1)
+    assert query(tmp_path, "SELECT max(length(payload)) FROM iterable.email_send")[0][0] > 32_000_000
+    line_number, error, raw = query(tmp_path, "SELECT line, error, raw FROM iterable._rejected_records")[0]
+    assert (line_number, len(raw)) == (3, len(too_big)) and f"over the {MAX_RECORD_BYTES:,} bytes" in error
 
 
 def test_large_fields_non_ascii_and_odd_names(tmp_path):
