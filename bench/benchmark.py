@@ -2,7 +2,8 @@
 
   ingest: one email_send export window through the real asset (simulator -> spool -> DuckDB),
           against DuckDB's own read_json of the same NDJSON bytes from a local file.
-          Each side runs in a fresh process; reported: records/s, peak RSS, ratio.
+          Each side runs in a fresh process; reported: records/s, peak RSS, ratio. The asset's
+          time is its own work (request to committed load); the Dagster step's is shown too.
   budget: a backfill of all nine export streams with the simulator enforcing a compressed
           limit (4 exports per 6 s) and the project configured to match; reported: wall time
           against the floor the limit allows, and the 429s received.
