@@ -157,9 +157,9 @@ class NdjsonSpool:
         the later records agree, which the warehouse checks as it reads them. `con` runs the scans
         (the warehouse's connection, so that they share its memory limit)."""
         self.close()
-        first, typed = self._first.result()
-        added = sorted(set(_keys(con, self.parts[1:])) - set(first))
-        typed.update(_types(con, self.parts, added))
+        first, first_types = self._first.result()
+        added = sorted(set(_distinct_keys(con, self.parts[1:])) - set(first))
+        typed = {**first_types, **_types(con, self.parts, added)}
         self._keys = [*first, *added]
         return [(key, narrowest(typed[key])) for key in self._keys]
 
@@ -189,7 +189,7 @@ def _type_first_part(path: Path) -> tuple[list[str], dict[str, frozenset]]:
         return keys, _types(con, [path], keys)
 
 
-def _keys(con: duckdb.DuckDBPyConnection, parts: Sequence[Path]) -> list[str]:
+def _distinct_keys(con: duckdb.DuckDBPyConnection, parts: Sequence[Path]) -> list[str]:
     if not parts:
         return []
     return [
