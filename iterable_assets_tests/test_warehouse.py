@@ -117,6 +117,17 @@ def test_a_later_value_of_another_kind_retypes_the_column_exactly(
     assert typing_passes == ([1, 2] if retyped else [1])
 
 
+def test_a_key_first_seen_after_the_first_part_is_typed_from_the_whole_body(tmp_path, typing_passes):
+    records = [event(i) for i in range(PART_LINES + 10)]
+    records[-1] = event(PART_LINES + 9, late=12)
+    load(tmp_path, records)
+    assert query(tmp_path, "SELECT data_type FROM information_schema.columns WHERE column_name = 'late'") == [
+        ("BIGINT",)
+    ]
+    assert query(tmp_path, "SELECT count(late), sum(late) FROM iterable.email_send") == [(1, 12)]
+    assert typing_passes == [1, 2]  # the first part, then the new key over both parts; no re-typing
+
+
 def test_keys_that_differ_only_by_case_are_typed_from_every_value(tmp_path, typing_passes):
     users = STREAMS_BY_NAME["users"]
     scope = Scope.window("profileUpdatedAt", DAY, DAY + timedelta(days=1))
