@@ -93,6 +93,9 @@ def child_asset(base_url: str, database: str, spool_dir: str) -> dict:
 
 
 def run_child(*args: str) -> dict:
+    # Write back the files earlier steps left (the generated body, the last run's database) first,
+    # so that the disk is idle when the measured process starts, whichever side it is.
+    os.sync()
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -1,4 +1,4 @@
-"""NDJSON spooled to disk in parts, then typed by DuckDB from every value.
+"""NDJSON spooled to disk in two parts, then typed by DuckDB from every value.
 
 Column types follow the values: a key whose values are all integers is BIGINT (HUGEINT beyond it),
 all numbers DOUBLE, all booleans BOOLEAN, all objects or arrays JSON, all null NULL_TYPE; any other
@@ -7,8 +7,9 @@ value as its JSON text.
 
 DuckDB's own JSON reader types a sample and casts the rest leniently (2.5 in an integer column
 becomes 2, "7" becomes 7) and skips keys the sample did not have. Instead, once the body is on disk
-(in parts of at most `PART_LINES` lines), `guessed_columns()` lists every key of the body and types
-each from every value of the first part (keys the first part lacks: from every value of the body);
+(its first `PART_LINES` lines in one file, the rest in another: each extra file costs DuckDB's
+readers time), `guessed_columns()` lists every key of the body and types each from every value of
+the first part (keys the first part lacks: from every value of the body);
 the warehouse reads non-VARCHAR values as JSON and checks that the type holds each one (`holds`),
 so a value of another kind stops the load instead of being cast. Then `columns()` types every value
 of the body (the exact answer, at the cost of one more pass) and the load runs again.
@@ -122,16 +123,16 @@ class NdjsonSpool:
         self._keys: list[str] = []  # every key, once guessed_columns() has run
 
     def write(self, data: bytes) -> None:
+        """Append to the body: its first `PART_LINES` lines are the first part, the rest is a second
+        (counting lines costs time, so only the first part does)."""
         self.size += len(data)
-        while data:
-            if self._out is None:
-                path = self.folder / f"part-{len(self.parts):05d}.ndjson"
-                self.parts.append(path)
-                self._out, self._lines = open(path, "wb"), 0
+        if not self.parts:
+            self._start_part()
+        if len(self.parts) == 1 and self._out is not None:
             room, lines = PART_LINES - self._lines, data.count(b"\n")
             if lines < room:
-                self._out.write(data)
                 self._lines += lines
+                self._out.write(data)
                 return
             cut = -1
             for _ in range(room):
@@ -139,6 +140,14 @@ class NdjsonSpool:
             self._out.write(data[: cut + 1])
             self.close()
             data = data[cut + 1 :]
+        if data:
+            if self._out is None:
+                self._start_part()
+            self._out.write(data)
+
+    def _start_part(self) -> None:
+        self.parts.append(self.folder / f"part-{len(self.parts)}.ndjson")
+        self._out, self._lines = open(self.parts[-1], "wb"), 0
 
     def close(self) -> None:
         """End the current part (if any); the first is then typed on a background thread."""

@@ -46,11 +46,14 @@ def query(tmp_path, sql):
         return con.execute(sql).fetchall()
 
 
-def test_spool_parts_hold_whole_lines_and_at_most_part_lines(tmp_path):
-    records = [event(i) for i in range(PART_LINES * 2 + 5)]
-    spool = spool_of(tmp_path, records, chunk_bytes=1000)
-    counts = [len(p.read_bytes().splitlines()) for p in spool.parts]
-    assert counts == [PART_LINES, PART_LINES, 5]
+@pytest.mark.parametrize(
+    "lines, expected", [(3, [3]), (PART_LINES, [PART_LINES]), (PART_LINES * 2, [PART_LINES, PART_LINES])]
+)
+@pytest.mark.parametrize("chunk_bytes", [1000, 1 << 20])
+def test_spool_first_part_is_the_first_part_lines_and_the_rest_one_file(tmp_path, chunk_bytes, lines, expected):
+    records = [event(i) for i in range(lines)]
+    spool = spool_of(tmp_path, records, chunk_bytes=chunk_bytes)
+    assert [len(p.read_bytes().splitlines()) for p in spool.parts] == expected
     assert b"".join(p.read_bytes() for p in spool.parts) == b"".join(json.dumps(r).encode() + b"\n" for r in records)
 
 
