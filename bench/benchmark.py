@@ -4,12 +4,17 @@
           against DuckDB's own read_json of the same NDJSON bytes from a local file.
           Each side runs in a fresh process; reported: records/s, peak RSS, ratio. The asset's
           time is its own work (request to committed load); the Dagster step's is shown too.
+  disk:   what writing new files costs on this machine, which the asset's download pays and
+          read_json (reading a file already cached) does not: 1 MiB writes of `--mb` MiB to a new
+          file in the temp folder (where the spool goes), to a new file there right after deleting
+          the first (reusing its pages), and to tmpfs (/dev/shm), each in a fresh process.
   budget: a backfill of all nine export streams with the simulator enforcing a compressed
           limit (4 exports per 6 s) and the project configured to match; reported: wall time
           against the floor the limit allows, and the 429s received.
 
 Usage: python bench/benchmark.py ingest [--records 500000] [--repeat 3]
        python bench/benchmark.py budget [--repeat 1]
+       python bench/benchmark.py disk [--mb 820] [--repeat 3]
 """
 
 import argparse
@@ -92,6 +97,26 @@ def child_asset(base_url: str, database: str, spool_dir: str) -> dict:
     }
 
 
+IDLE_SECONDS = 5.0  # about the time the asset's process takes to start before its download
+
+
+def child_write(folder: str, mb: str) -> dict:
+    """Seconds to write `mb` MiB to a new file in `folder`, then to another after deleting the first."""
+
+    def write(path: Path) -> float:
+        chunk, started = b"x" * (1 << 20), time.perf_counter()
+        with open(path, "wb") as out:
+            for _ in range(int(mb)):
+                out.write(chunk)
+        return time.perf_counter() - started
+
+    time.sleep(IDLE_SECONDS)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        first = write(Path(tmp) / "first")
+        (Path(tmp) / "first").unlink()
+        return {"new": first, "reused": write(Path(tmp) / "second")}
+
+
 def run_child(*args: str) -> dict:
     # Write back the files earlier steps left (the generated body, the last run's database) first,
     # so that the disk is idle when the measured process starts, whichever side it is.
@@ -155,6 +180,22 @@ def ingest(records: int, repeat: int) -> None:
     base_s = med["read_json"]["seconds"]
     print(f"ratio (asset records/s / read_json records/s): {base_s / med['asset']['seconds']:.2f}")
     print(f"with Dagster's step around the asset ({step:.2f} s): {base_s / step:.2f}")
+
+
+# ---- disk ------------------------------------------------------------------------------------------
+def disk(mb: int, repeat: int) -> None:
+    folders = {"temp folder": tempfile.gettempdir(), "tmpfs": "/dev/shm"}
+    print(f"disk: {mb} MiB in 1 MiB writes, {repeat} fresh processes per folder, each idle {IDLE_SECONDS:g} s first")
+    for name, folder in folders.items():
+        if not os.access(folder, os.W_OK):
+            print(f"  {name} ({folder}): not writable here, skipped")
+            continue
+        runs = [run_child("_write", folder, str(mb)) for _ in range(repeat)]
+        new, reused = ([r[k] for r in runs] for k in ("new", "reused"))
+        print(
+            f"  {name} ({folder}): new file {statistics.median(new):.2f} s ({', '.join(f'{x:.2f}' for x in new)}); "
+            f"another right after deleting it {statistics.median(reused):.2f} s"
+        )
 
 
 # ---- budget -----------------------------------------------------------------------------------------
@@ -229,18 +270,24 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_baseline":
         print(json.dumps(child_baseline(*sys.argv[2:])))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "_write":
+        print(json.dumps(child_write(*sys.argv[2:])))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "_asset":
         print(json.dumps(child_asset(*sys.argv[2:])))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["ingest", "budget", "all"])
+    parser.add_argument("which", choices=["ingest", "budget", "disk", "all"])
     parser.add_argument("--records", type=int, default=500_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--days", type=int, default=28)
     parser.add_argument("--window-days", type=int, default=7)
+    parser.add_argument("--mb", type=int, default=820)
     args = parser.parse_args()
     if args.which in ("ingest", "all"):
         ingest(args.records, args.repeat)
+    if args.which in ("disk", "all"):
+        disk(args.mb, args.repeat)
     if args.which in ("budget", "all"):
         budget(args.repeat, args.days, args.window_days)
 
