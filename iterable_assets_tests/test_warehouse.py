@@ -50,7 +50,7 @@ def query(tmp_path, sql):
     "lines, expected", [(3, [3]), (PART_LINES, [PART_LINES]), (PART_LINES * 2, [PART_LINES, PART_LINES])]
 )
 @pytest.mark.parametrize("chunk_bytes", [1000, 1 << 20])
-def test_spool_first_part_is_the_first_part_lines_and_the_rest_one_file(tmp_path, chunk_bytes, lines, expected):
+def test_the_spool_is_its_first_part_lines_then_the_rest_in_one_file(tmp_path, chunk_bytes, lines, expected):
     records = [event(i) for i in range(lines)]
     spool = spool_of(tmp_path, records, chunk_bytes=chunk_bytes)
     assert [len(p.read_bytes().splitlines()) for p in spool.parts] == expected
