@@ -22,12 +22,14 @@ from typing import Iterable, Iterator, Sequence
 import duckdb
 
 from iterable_assets.spool import (
+    HEADER_KEY,
     MAX_RECORD_BYTES,
     NULL_TYPE,
     NUMBER_TYPES,
     NdjsonSpool,
     holds,
     quote,
+    read_detected,
     read_objects,
     read_values,
     sql_string,
@@ -353,23 +355,35 @@ def _load_spool(
     scope: Scope,
     rejects: Sequence[tuple[int, str, str]] = (),
 ) -> LoadResult:
-    """Load a spool with every key it holds, typed as its first records show; if a later value is
-    of another kind, type every value first (see spool.py) and load again."""
+    """Load a spool with every key it holds, typed as its first records show, in one read; if a
+    later record has another key or a value of another kind, find every key (and, for a value of
+    another kind, type every value) first and load again (see spool.py)."""
     if not spool.size:
         return _replace(con, stream, scope, None, rejects)
-    guessed = spool.guessed_columns(con)
-    if not guessed:
+    first = spool.first_columns()
+    if not first:
         return _load_keyless(con, stream, spool, scope, rejects)
     try:
+        with spool.type_header(first) as headed:
+            try:
+                batch = _detected_batch(con, stream, spool, first) if headed else None
+                if batch is not None:
+                    return _replace(con, stream, scope, batch, rejects)
+            except duckdb.InvalidInputException as exc:  # a key or value the first part did not show, or a bad line
+                log.info("%s: %s; listing every key, then loading again", stream.name, _first_line(exc))
         try:
-            return _replace(con, stream, scope, _batch(stream, spool.parts, guessed), rejects)
+            return _replace(con, stream, scope, _batch(stream, spool, spool.guessed_columns(con)), rejects)
         except duckdb.InvalidInputException as exc:
             if KIND_MISMATCH not in str(exc):
                 raise
-            log.info("%s: %s; typing every value, then loading again", stream.name, str(exc).splitlines()[0])
-        return _replace(con, stream, scope, _batch(stream, spool.parts, spool.columns(con)), rejects)
+            log.info("%s: %s; typing every value, then loading again", stream.name, _first_line(exc))
+        return _replace(con, stream, scope, _batch(stream, spool, spool.columns(con)), rejects)
     except duckdb.ConversionException as exc:
         raise LoadError(f"{stream.name}: a value could not be converted: {exc}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0]
 
 
 def _load_keyless(
@@ -382,7 +396,7 @@ def _load_keyless(
     """A body in which no line has a key: blank lines are an empty body; other lines are either
     not objects (set aside by the caller) or `{}`, which no table can hold."""
     kinds = dict(
-        con.execute(f"SELECT json_type(json), count(*) FROM {read_objects(spool.parts)} GROUP BY ALL").fetchall()
+        con.execute(f"SELECT json_type(json), count(*) FROM {read_objects(spool.body)} GROUP BY ALL").fetchall()
     )
     if not kinds:
         return _replace(con, stream, scope, None, rejects)
@@ -391,17 +405,46 @@ def _load_keyless(
     raise LoadError(f"{stream.name}: {kinds['OBJECT']} records without any field; nothing was written")
 
 
-def _batch(stream: Stream, parts: Sequence[Path], columns: Sequence[tuple[str, str]]) -> Batch:
+def _batch(stream: Stream, spool: NdjsonSpool, columns: Sequence[tuple[str, str]]) -> Batch:
     """The spooled records, every key read as its column's type.
 
     VARCHAR columns take any value (a non-string as its JSON text). Other columns are read as JSON
     and each value is checked: DuckDB's reader would cast 2.5 to 2 in an integer column, this
     stops the load with KIND_MISMATCH instead."""
     keys = [key for key, _ in columns]
-    source, values = read_values(parts, keys, [duck_type == "VARCHAR" for _, duck_type in columns])
+    source, values = read_values(spool.body, keys, [duck_type == "VARCHAR" for _, duck_type in columns])
     checked = [_checked(key, duck_type, value) for (key, duck_type), value in zip(columns, values)]
     select, out = _select_list(stream, columns, checked)
     return Batch(f"SELECT {select} FROM {source}", out)
+
+
+def _detected_batch(
+    con: duckdb.DuckDBPyConnection, stream: Stream, spool: NdjsonSpool, columns: Sequence[tuple[str, str]]
+) -> Batch | None:
+    """The records of a headed body, read with the columns DuckDB detects, each value checked as in
+    `_batch`; reading them stops at a key that is not one of `columns`. None if DuckDB's detection
+    did not come out as the header meant (another key in its sample, a name it changed): the caller
+    then lists the keys itself."""
+    keys = [key for key, _ in columns]
+    if HEADER_KEY in keys or len({key.lower() for key in keys}) != len(keys):
+        return None
+    source = read_detected(spool.body)
+    detected = {name: duck_type for name, duck_type, *_ in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    if detected.keys() != {*keys, HEADER_KEY}:
+        return None
+    values = []
+    for key, duck_type in columns:
+        read_as, value = detected[key], quote(key)
+        if read_as == "JSON" and duck_type == "VARCHAR":  # sampled values not all strings
+            values.append(f"json_extract_string({value}, '$')")  # a string as itself, other values as JSON text
+        elif read_as == "JSON":
+            values.append(_checked(key, duck_type, value))
+        elif read_as == "VARCHAR" == duck_type:
+            values.append(value)
+        else:
+            return None
+    select, out = _select_list(stream, columns, values)
+    return Batch(f"SELECT {select} FROM {source} WHERE {quote(HEADER_KEY)} IS NULL", out)
 
 
 def _checked(key: str, duck_type: str, value: str) -> str:
@@ -420,25 +463,22 @@ def _checked(key: str, duck_type: str, value: str) -> str:
 
 def _set_aside_bad_lines(spool: NdjsonSpool, folder: Path) -> tuple[NdjsonSpool, list[tuple[int, str, str]]]:
     """Copy the lines that are JSON objects to a new spool; return it and (line, error, text) of the rest."""
-    clean, rejects, number = NdjsonSpool(folder), [], 0
-    for part in spool.parts:
-        with open(part, "rb") as lines:
-            for raw in lines:
-                number += 1
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw, parse_constant=_refuse_constant)
-                    error = None if isinstance(record, dict) else f"a JSON {type(record).__name__}, not an object"
-                except ValueError as exc:
-                    error = f"not JSON: {exc}"
-                size = len(raw.rstrip(b"\r\n"))
-                if error is None and size > MAX_RECORD_BYTES:
-                    error = f"a record of {size:,} bytes, over the {MAX_RECORD_BYTES:,} bytes DuckDB reads"
-                if error is None:
-                    clean.write(raw if raw.endswith(b"\n") else raw + b"\n")
-                else:
-                    rejects.append((number, error, raw.decode("utf-8", "replace").rstrip("\r\n")))
+    clean, rejects = NdjsonSpool(folder), []
+    for number, raw in enumerate(spool.lines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw, parse_constant=_refuse_constant)
+            error = None if isinstance(record, dict) else f"a JSON {type(record).__name__}, not an object"
+        except ValueError as exc:
+            error = f"not JSON: {exc}"
+        size = len(raw.rstrip(b"\r\n"))
+        if error is None and size > MAX_RECORD_BYTES:
+            error = f"a record of {size:,} bytes, over the {MAX_RECORD_BYTES:,} bytes DuckDB reads"
+        if error is None:
+            clean.write(raw if raw.endswith(b"\n") else raw + b"\n")
+        else:
+            rejects.append((number, error, raw.decode("utf-8", "replace").rstrip("\r\n")))
     clean.close()
     return clean, rejects
 

@@ -13,7 +13,7 @@ def client(simulator, tmp_path, **overrides) -> IterableResource:
 
 
 def body(spool) -> bytes:
-    return b"".join(part.read_bytes() for part in spool.parts)
+    return b"".join(spool.lines())
 
 
 def test_a_bad_key_fails_at_once_with_a_clear_message_without_the_key(simulator, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from iterable_assets import spool as spool_module
 from iterable_assets import warehouse
-from iterable_assets.spool import MAX_RECORD_BYTES, PART_LINES, NdjsonSpool
+from iterable_assets.spool import HEADER_BYTES, MAX_RECORD_BYTES, PART_LINES, NdjsonSpool
 from iterable_assets.streams import STREAMS_BY_NAME
 from iterable_assets.warehouse import LoadError, Scope
 
@@ -46,15 +46,15 @@ def query(tmp_path, sql):
         return con.execute(sql).fetchall()
 
 
-@pytest.mark.parametrize(
-    "lines, expected", [(3, [3]), (PART_LINES, [PART_LINES]), (PART_LINES * 2, [PART_LINES, PART_LINES])]
-)
+@pytest.mark.parametrize("lines", [3, PART_LINES, PART_LINES * 2])
 @pytest.mark.parametrize("chunk_bytes", [1000, 1 << 20])
-def test_the_spool_is_its_first_part_lines_then_the_rest_in_one_file(tmp_path, chunk_bytes, lines, expected):
+def test_the_spool_is_a_blank_header_line_then_the_body_and_its_first_part_lines_apart(tmp_path, chunk_bytes, lines):
     records = [event(i) for i in range(lines)]
+    body = b"".join(json.dumps(r).encode() + b"\n" for r in records)
     spool = spool_of(tmp_path, records, chunk_bytes=chunk_bytes)
-    assert [len(p.read_bytes().splitlines()) for p in spool.parts] == expected
-    assert b"".join(p.read_bytes() for p in spool.parts) == b"".join(json.dumps(r).encode() + b"\n" for r in records)
+    assert spool.body.read_bytes() == b" " * (HEADER_BYTES - 1) + b"\n" + body
+    assert b"".join(spool.lines()) == body and spool.size == len(body)
+    assert spool.first.read_bytes().splitlines() == body.splitlines()[:PART_LINES]
 
 
 def test_values_and_fields_after_duckdbs_sample_are_kept_exactly(tmp_path):
@@ -75,16 +75,22 @@ def test_values_and_fields_after_duckdbs_sample_are_kept_exactly(tmp_path):
 
 @pytest.fixture
 def typing_passes(monkeypatch):
-    """How many parts each typing pass read: the first part's, then any re-typing of the body."""
+    """The passes over the spool besides the load: "first" (typing the first part), "keys" (listing
+    the body's keys), "body" (typing values of the whole body)."""
     passes = []
-    original = spool_module._types
+    types, distinct_keys = spool_module._types, spool_module._distinct_keys
 
-    def counted(con, parts, keys):
+    def counted_types(con, path, keys):
         if keys:
-            passes.append(len(parts))
-        return original(con, parts, keys)
+            passes.append(Path(path).stem)
+        return types(con, path, keys)
 
-    monkeypatch.setattr(spool_module, "_types", counted)
+    def counted_keys(con, path):
+        passes.append("keys")
+        return distinct_keys(con, path)
+
+    monkeypatch.setattr(spool_module, "_types", counted_types)
+    monkeypatch.setattr(spool_module, "_distinct_keys", counted_keys)
     return passes
 
 
@@ -116,8 +122,18 @@ def test_a_later_value_of_another_kind_retypes_the_column_exactly(
     )
     assert kinds["v"] == column_type
     assert query(tmp_path, 'SELECT v FROM iterable.email_send ORDER BY "createdAt" DESC LIMIT 1') == [(stored,)]
-    # the first part is typed; the whole body (two parts) only when a later value disagrees
-    assert typing_passes == ([1, 2] if retyped else [1])
+    # the first part is typed and the body read once; the whole body typed only when a later value disagrees
+    assert typing_passes == (["first", "keys", "body"] if retyped else ["first"])
+
+
+def test_a_text_column_of_mixed_kinds_keeps_each_value_as_its_text_in_one_read(tmp_path, typing_passes):
+    kinds = ["a", 1, 2.5, True, {"k": 1}, [1, "b"], None, 'q"\\é']
+    texts = ["a", "1", "2.5", "true", '{"k":1}', '[1,"b"]', None, 'q"\\é']
+    records = [event(i, v=kinds[i % len(kinds)]) for i in range(PART_LINES + 2 * len(kinds))]
+    assert load(tmp_path, records).rows == len(records)
+    stored = query(tmp_path, 'SELECT v FROM iterable.email_send ORDER BY "createdAt"')
+    assert [v for (v,) in stored] == [texts[i % len(kinds)] for i in range(len(records))]
+    assert typing_passes == ["first"]  # DuckDB read the column as JSON; no other pass
 
 
 def test_a_key_first_seen_after_the_first_part_is_typed_from_the_whole_body(tmp_path, typing_passes):
@@ -128,7 +144,7 @@ def test_a_key_first_seen_after_the_first_part_is_typed_from_the_whole_body(tmp_
         ("BIGINT",)
     ]
     assert query(tmp_path, "SELECT count(late), sum(late) FROM iterable.email_send") == [(1, 12)]
-    assert typing_passes == [1, 2]  # the first part, then the new key over both parts; no re-typing
+    assert typing_passes == ["first", "keys", "body"]  # the first part, the body's keys, the new key; no re-typing
 
 
 def test_keys_that_differ_only_by_case_are_typed_from_every_value(tmp_path, typing_passes):
@@ -142,7 +158,7 @@ def test_keys_that_differ_only_by_case_are_typed_from_every_value(tmp_path, typi
     load(tmp_path, records, users, scope)
     last = f"u{PART_LINES + 1}@x.io"
     assert query(tmp_path, f"SELECT score, _score FROM iterable.users WHERE email = '{last}'") == [(1.5, "a")]
-    assert typing_passes == [1, 2]
+    assert typing_passes == ["first", "keys", "body"]
 
 
 def test_a_column_is_widened_when_a_later_window_changes_its_type(tmp_path):
@@ -251,14 +267,15 @@ def test_records_up_to_the_size_duckdb_reads_load_and_longer_ones_are_kept_aside
         record = json.dumps(event(i, payload=""))
         return record[:-2].encode() + b"x" * (size - len(record)) + b'"}'
 
-    big, too_big = line(2, MAX_RECORD_BYTES), line(3, MAX_RECORD_BYTES + 1)
-    body = b"\n".join([json.dumps(event(1)).encode(), big, too_big, json.dumps(event(4)).encode()]) + b"\n"
+    # the second big record straddles the end of DuckDB's first 32 MiB buffer; the last fits no buffer
+    bigs, too_big = [line(i, MAX_RECORD_BYTES) for i in (2, 3)], line(4, 2 * MAX_RECORD_BYTES + 1)
+    body = b"\n".join([json.dumps(event(1)).encode(), *bigs, too_big, json.dumps(event(5)).encode()]) + b"\n"
     with warehouse.connect(str(tmp_path / "w.duckdb")) as con:
         result = warehouse.load_ndjson(con, SEND, raw_spool(tmp_path, body), WINDOW)
-    assert (result.rows, result.rejected) == (3, 1)
-    assert query(tmp_path, "SELECT max(length(payload)) FROM iterable.email_send")[0][0] > 32_000_000
+    assert (result.rows, result.rejected) == (4, 1)
+    assert query(tmp_path, "SELECT count(*) FROM iterable.email_send WHERE length(payload) > 16_000_000") == [(2,)]
     line_number, error, raw = query(tmp_path, "SELECT line, error, raw FROM iterable._rejected_records")[0]
-    assert (line_number, len(raw)) == (3, len(too_big)) and f"over the {MAX_RECORD_BYTES:,} bytes" in error
+    assert (line_number, len(raw)) == (4, len(too_big)) and f"over the {MAX_RECORD_BYTES:,} bytes" in error
 
 
 def test_large_fields_non_ascii_and_odd_names(tmp_path):
