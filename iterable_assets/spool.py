@@ -39,11 +39,11 @@ NUMBER_TYPES = ("BIGINT", "HUGEINT", "DOUBLE")  # each holds the values of the o
 # When a value, given as its JSON text {t}, is held as it is by each column type, narrowest first
 # (VARCHAR holds anything). A cast of JSON text fails on strings (quoted), booleans and nested
 # values; yyjson writes every non-integer number with a fraction or an exponent.
-_INTEGRAL = "NOT (contains({t}, '.') OR contains({t}, 'e') OR contains({t}, 'E'))"
+INTEGRAL = "NOT (contains({t}, '.') OR contains({t}, 'e') OR contains({t}, 'E'))"
 HOLDS = {
     NULL_TYPE: "FALSE",
-    "BIGINT": _INTEGRAL + " AND TRY_CAST({t} AS BIGINT) IS NOT NULL",
-    "HUGEINT": _INTEGRAL + " AND TRY_CAST({t} AS HUGEINT) IS NOT NULL",
+    "BIGINT": INTEGRAL + " AND TRY_CAST({t} AS BIGINT) IS NOT NULL",
+    "HUGEINT": INTEGRAL + " AND TRY_CAST({t} AS HUGEINT) IS NOT NULL",
     "DOUBLE": "TRY_CAST({t} AS DOUBLE) IS NOT NULL",
     "BOOLEAN": "{t} IN ('true', 'false')",
     "JSON": "(starts_with({t}, '{{') OR starts_with({t}, '['))",
@@ -112,11 +112,11 @@ def read_values(path: Path, keys: Sequence[str], as_text: Sequence[bool]) -> tup
 
 def read_detected(path: Path) -> str:
     """A FROM source over a headed body (see `NdjsonSpool.type_header`) with the columns DuckDB
-    detects; the header's records have HEADER_KEY set. Read with every column selected, it stops at
-    a key its sample did not have (with some columns left out, it would skip such keys)."""
+    detects from the header's two records (which have HEADER_KEY set). Read with every column
+    selected, it stops at a key they do not have (with some columns left out, it would skip it)."""
     return (
         f"read_json({sql_string(str(path))}, format = 'newline_delimited', records = true, "
-        f"sample_size = {PART_LINES}, map_inference_threshold = -1, maximum_object_size = {READER_OBJECT_SIZE})"
+        f"sample_size = 2, map_inference_threshold = -1, maximum_object_size = {READER_OBJECT_SIZE})"
     )
 
 
@@ -187,10 +187,10 @@ class NdjsonSpool:
 
     @contextmanager
     def type_header(self, columns: Sequence[tuple[str, str]]) -> Iterator[bool]:
-        """Head the body with two records that make DuckDB's detection read each of `columns` as
-        VARCHAR if its type is VARCHAR and its sampled values are all strings, else as JSON: every
-        key is a string in one, and each non-VARCHAR key is a number in the other. Yields whether
-        they fit the room kept for them; the line is blank again afterwards."""
+        """Head the body with two records from which DuckDB's detection reads each of `columns` as
+        VARCHAR if that is its type, else as JSON: every key is a string in one, and each
+        non-VARCHAR key is a number in the other. Yields whether they fit the room kept for them;
+        the line is blank again afterwards."""
         records = [{HEADER_KEY: True, **dict.fromkeys((key for key, _ in columns), "x")}]
         records.append({HEADER_KEY: True, **{key: 0 for key, duck_type in columns if duck_type != "VARCHAR"}})
         header = "\n".join(json.dumps(record) for record in records).encode()

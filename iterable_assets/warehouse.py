@@ -23,6 +23,7 @@ import duckdb
 
 from iterable_assets.spool import (
     HEADER_KEY,
+    INTEGRAL,
     MAX_RECORD_BYTES,
     NULL_TYPE,
     NUMBER_TYPES,
@@ -421,28 +422,20 @@ def _batch(stream: Stream, spool: NdjsonSpool, columns: Sequence[tuple[str, str]
 def _detected_batch(
     con: duckdb.DuckDBPyConnection, stream: Stream, spool: NdjsonSpool, columns: Sequence[tuple[str, str]]
 ) -> Batch | None:
-    """The records of a headed body, read with the columns DuckDB detects, each value checked as in
-    `_batch`; reading them stops at a key that is not one of `columns`. None if DuckDB's detection
-    did not come out as the header meant (another key in its sample, a name it changed): the caller
-    then lists the keys itself."""
+    """The records of a headed body, read with the columns DuckDB detects from the header: VARCHAR
+    ones as they are (any value: see `_batch`), the others as JSON, each value checked as in
+    `_batch`; reading them stops at a key that is not one of `columns`. None if the detection did
+    not come out as the header means (a name DuckDB cannot keep apart): the caller then lists the
+    keys itself."""
     keys = [key for key, _ in columns]
     if HEADER_KEY in keys or len({key.lower() for key in keys}) != len(keys):
         return None
     source = read_detected(spool.body)
     detected = {name: duck_type for name, duck_type, *_ in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-    if detected.keys() != {*keys, HEADER_KEY}:
+    meant = {HEADER_KEY: "BOOLEAN", **{key: "VARCHAR" if t == "VARCHAR" else "JSON" for key, t in columns}}
+    if detected != meant:
         return None
-    values = []
-    for key, duck_type in columns:
-        read_as, value = detected[key], quote(key)
-        if read_as == "JSON" and duck_type == "VARCHAR":  # sampled values not all strings
-            values.append(f"json_extract_string({value}, '$')")  # a string as itself, other values as JSON text
-        elif read_as == "JSON":
-            values.append(_checked(key, duck_type, value))
-        elif read_as == "VARCHAR" == duck_type:
-            values.append(value)
-        else:
-            return None
+    values = [_checked(key, duck_type, quote(key)) for key, duck_type in columns]
     select, out = _select_list(stream, columns, values)
     return Batch(f"SELECT {select} FROM {source} WHERE {quote(HEADER_KEY)} IS NULL", out)
 
@@ -451,13 +444,12 @@ def _checked(key: str, duck_type: str, value: str) -> str:
     if duck_type == "VARCHAR":
         return value
     text = f"{value}::VARCHAR"
-    if duck_type in ("JSON", NULL_TYPE):
-        converted = value
-    elif duck_type == "BOOLEAN":
-        converted = f"{text} = 'true'"
-    else:
-        converted = f"CAST({text} AS {duck_type})"
     mismatch = f"error({sql_string(f'{KIND_MISMATCH}: {key} ({duck_type})')})"
+    if duck_type in NUMBER_TYPES:  # `holds`, with one cast: failing (a string, a boolean, too large) is the mismatch
+        integral = "TRUE" if duck_type == "DOUBLE" else INTEGRAL.format(t=text)
+        converted = f"COALESCE(TRY_CAST({text} AS {duck_type}), {mismatch})"
+        return f"CASE WHEN {value} IS NULL THEN NULL WHEN {integral} THEN {converted} ELSE {mismatch} END"
+    converted = f"{text} = 'true'" if duck_type == "BOOLEAN" else value
     return f"CASE WHEN {value} IS NULL THEN NULL WHEN {holds(duck_type, text)} THEN {converted} ELSE {mismatch} END"
 
 
