@@ -36,7 +36,7 @@ recover: setup  ## free the pool slots of runs whose process was killed
 bench: setup  ## the benchmarks of README.md#benchmarks (several minutes)
 	$(BIN)/python bench/benchmark.py ingest --repeat 5
 	$(BIN)/python bench/benchmark.py ingest --records 2000000 --repeat 3
-	$(BIN)/python bench/benchmark.py disk --repeat 5
+	$(BIN)/python bench/benchmark.py pages --repeat 5
 	$(BIN)/python bench/benchmark.py budget --repeat 3
 
 clean:

@@ -4,17 +4,18 @@
           against DuckDB's own read_json of the same NDJSON bytes from a local file.
           Each side runs in a fresh process; reported: records/s, peak RSS, ratio. The asset's
           time is its own work (request to committed load); the Dagster step's is shown too.
-  disk:   what writing new files costs on this machine, which the asset's download pays and
-          read_json (reading a file already cached) does not: 1 MiB writes of `--mb` MiB to a new
-          file in the temp folder (where the spool goes), to a new file there right after deleting
-          the first (reusing its pages), and to tmpfs (/dev/shm), each in a fresh process.
+  pages:  what new memory pages cost on this machine, which the asset's download pays for its
+          spool and read_json (reading a file already cached) does not: in fresh processes, the
+          first touch of `--mb` MiB of memory, 1 MiB writes of `--mb` MiB to a new file in the temp
+          folder (where the spool goes), to a new file there right after deleting the first
+          (reusing its pages), and to tmpfs (/dev/shm).
   budget: a backfill of all nine export streams with the simulator enforcing a compressed
           limit (4 exports per 6 s) and the project configured to match; reported: wall time
           against the floor the limit allows, and the 429s received.
 
 Usage: python bench/benchmark.py ingest [--records 500000] [--repeat 3]
        python bench/benchmark.py budget [--repeat 1]
-       python bench/benchmark.py disk [--mb 820] [--repeat 3]
+       python bench/benchmark.py pages [--mb 820] [--repeat 3]
 """
 
 import argparse
@@ -117,6 +118,16 @@ def child_write(folder: str, mb: str) -> dict:
         return {"new": first, "reused": write(Path(tmp) / "second")}
 
 
+def child_touch(mb: str) -> dict:
+    """Seconds to touch `mb` MiB of memory this process has not used before (one write per page),
+    after sitting idle as long as the asset's process takes to start."""
+    time.sleep(IDLE_SECONDS)
+    started = time.perf_counter()
+    memory = bytearray(int(mb) << 20)
+    memory[:: 1 << 12] = bytes(len(memory) >> 12)
+    return {"seconds": time.perf_counter() - started}
+
+
 def run_child(*args: str) -> dict:
     # Write back the files earlier steps left (the generated body, the last run's database) first,
     # so that the disk is idle when the measured process starts, whichever side it is.
@@ -182,10 +193,12 @@ def ingest(records: int, repeat: int) -> None:
     print(f"with Dagster's step around the asset ({step:.2f} s): {base_s / step:.2f}")
 
 
-# ---- disk ------------------------------------------------------------------------------------------
-def disk(mb: int, repeat: int) -> None:
+# ---- pages -----------------------------------------------------------------------------------------
+def pages(mb: int, repeat: int) -> None:
+    print(f"pages: {mb} MiB in fresh processes, {repeat} each, each process idle {IDLE_SECONDS:g} s first")
+    touches = [run_child("_touch", str(mb))["seconds"] for _ in range(repeat)]
+    print(f"  memory, first touch: {statistics.median(touches):.2f} s ({', '.join(f'{x:.2f}' for x in touches)})")
     folders = {"temp folder": tempfile.gettempdir(), "tmpfs": "/dev/shm"}
-    print(f"disk: {mb} MiB in 1 MiB writes, {repeat} fresh processes per folder, each idle {IDLE_SECONDS:g} s first")
     for name, folder in folders.items():
         if not os.access(folder, os.W_OK):
             print(f"  {name} ({folder}): not writable here, skipped")
@@ -193,8 +206,8 @@ def disk(mb: int, repeat: int) -> None:
         runs = [run_child("_write", folder, str(mb)) for _ in range(repeat)]
         new, reused = ([r[k] for r in runs] for k in ("new", "reused"))
         print(
-            f"  {name} ({folder}): new file {statistics.median(new):.2f} s ({', '.join(f'{x:.2f}' for x in new)}); "
-            f"another right after deleting it {statistics.median(reused):.2f} s"
+            f"  1 MiB writes to a new file in the {name} ({folder}): {statistics.median(new):.2f} s "
+            f"({', '.join(f'{x:.2f}' for x in new)}); another right after deleting it {statistics.median(reused):.2f} s"
         )
 
 
@@ -266,18 +279,20 @@ def budget(repeat: int, days: int, window_days: int) -> None:
     print(f"| {requests_needed} | {floor:.1f} | {span:.1f} | {span / floor:.3f} | {wall:.1f} | {sum(all_429)} |")
 
 
+CHILDREN = {  # the measured processes: `benchmark.py _name args...` prints one JSON line
+    "_baseline": child_baseline,
+    "_asset": child_asset,
+    "_touch": child_touch,
+    "_write": child_write,
+}
+
+
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "_baseline":
-        print(json.dumps(child_baseline(*sys.argv[2:])))
-        return
-    if len(sys.argv) > 1 and sys.argv[1] == "_write":
-        print(json.dumps(child_write(*sys.argv[2:])))
-        return
-    if len(sys.argv) > 1 and sys.argv[1] == "_asset":
-        print(json.dumps(child_asset(*sys.argv[2:])))
+    if len(sys.argv) > 1 and sys.argv[1] in CHILDREN:
+        print(json.dumps(CHILDREN[sys.argv[1]](*sys.argv[2:])))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["ingest", "budget", "disk", "all"])
+    parser.add_argument("which", choices=["ingest", "budget", "pages", "all"])
     parser.add_argument("--records", type=int, default=500_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--days", type=int, default=28)
@@ -286,8 +301,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.which in ("ingest", "all"):
         ingest(args.records, args.repeat)
-    if args.which in ("disk", "all"):
-        disk(args.mb, args.repeat)
+    if args.which in ("pages", "all"):
+        pages(args.mb, args.repeat)
     if args.which in ("budget", "all"):
         budget(args.repeat, args.days, args.window_days)
 
