@@ -10,10 +10,10 @@ becomes 2, "7" becomes 7), and skips keys the sample did not have unless it chos
 itself. So the body goes to one file (`body`), after a blank line of `HEADER_BYTES` kept for a
 type header, and its first `PART_LINES` lines are also copied to `first`, which is typed on a
 background thread (every value) while the download goes on. The warehouse then reads the body once:
-`type_header()` writes two records into the blank line that make DuckDB's own detection read every
-column the first part found text-only as VARCHAR and every other column as JSON, whose values it
-checks (`holds`). That read stops at a key the first part did not have, or at a value of another
-kind. Then the slower way: `guessed_columns()` lists every key of the body (one more pass) and
+`type_header()` writes two records into the blank line from which DuckDB's own detection reads the
+first part's VARCHAR columns as VARCHAR and the others as JSON, whose values the warehouse checks
+(`holds`). That read stops at a key the first part did not have, or at a value of another kind.
+Then the slower way: `guessed_columns()` lists every key of the body (one more pass) and
 types the first part's keys as the first part shows; the load reads them with explicit columns and
 checks them the same way; if a value still disagrees, `columns()` types every value of the body
 (one more pass) and the load runs again.
@@ -27,7 +27,7 @@ from typing import BinaryIO, Iterator, Sequence
 
 import duckdb
 
-PART_LINES = 20_480  # the first part's records give the guessed types; DuckDB's default sample size
+PART_LINES = 20_480  # the first part's records give the guessed types
 HEADER_BYTES = 256 << 10  # room for the type header: two records naming every key (~3,000 keys)
 HEADER_KEY = "__iterable_assets_type_header__"  # marks the header's records, which are not loaded
 # DuckDB's JSON readers read any record up to `maximum_object_size` (a longer one only where it

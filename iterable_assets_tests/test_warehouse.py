@@ -139,6 +139,14 @@ def test_a_text_column_of_mixed_kinds_keeps_each_value_as_its_text_in_one_read(t
     assert typing_passes == ["first"]  # DuckDB read the column as JSON; no other pass
 
 
+def test_keys_too_many_for_the_type_header_are_listed_instead(tmp_path, typing_passes):
+    wide = {f"{i:03d}" + "k" * 1000: i for i in range(300)}  # a header of about 600 KB
+    records = [event(i, **wide) for i in range(3)]
+    assert load(tmp_path, records).rows == 3
+    assert query(tmp_path, f'SELECT sum("{next(reversed(wide))}") FROM iterable.email_send') == [(3 * 299,)]
+    assert typing_passes == ["first", "keys"]
+
+
 def test_a_key_first_seen_after_the_first_part_is_typed_from_the_whole_body(tmp_path, typing_passes):
     records = [event(i) for i in range(PART_LINES + 10)]
     records[-1] = event(PART_LINES + 9, late=12)
