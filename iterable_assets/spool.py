@@ -90,8 +90,8 @@ def read_values(path: Path, keys: Sequence[str], as_text: Sequence[bool]) -> tup
     string as itself, anything else as its JSON text) where `as_text`, else as JSON; NULL for null.
 
     DuckDB's JSON reader cannot declare keys that differ only by case (users have `industry` and
-    `Industry`); those bodies are read by JSON pointer instead, which is slower."""
-    if len({key.lower() for key in keys}) == len(keys):
+    `Industry`), nor the empty key; those bodies are read by JSON pointer instead, which is slower."""
+    if plain_names(keys):
         types = ", ".join(f"{sql_string(k)}: '{'VARCHAR' if t else 'JSON'}'" for k, t in zip(keys, as_text))
         source = (
             f"read_json({sql_string(str(path))}, format = 'newline_delimited', records = true, "
@@ -108,6 +108,11 @@ def read_values(path: Path, keys: Sequence[str], as_text: Sequence[bool]) -> tup
         for i, text in enumerate(as_text, start=1)
     ]
     return source, values
+
+
+def plain_names(keys: Sequence[str]) -> bool:
+    """Whether DuckDB can name a column after each of `keys` (none empty, none equal but for case)."""
+    return "" not in keys and len({key.lower() for key in keys}) == len(keys)
 
 
 def read_detected(path: Path) -> str:

@@ -29,6 +29,7 @@ from iterable_assets.spool import (
     NUMBER_TYPES,
     NdjsonSpool,
     holds,
+    plain_names,
     quote,
     read_detected,
     read_objects,
@@ -135,10 +136,10 @@ class Scope:
 
 # ---- column naming --------------------------------------------------------------------------------
 def column_names(stream: Stream, keys: Sequence[str]) -> dict[str, str]:
-    """Map JSON keys to table columns: the stream's fixed renames apply, then any case-insensitive
-    collision (DuckDB's names ignore case) is resolved by keeping the name that sorts last and
-    prefixing the others with `_`."""
-    target = {key: stream.renames.get(key, key) for key in keys}
+    """Map JSON keys to table columns: the stream's fixed renames apply (and the empty key, which
+    DuckDB cannot name, becomes `_`), then any case-insensitive collision (DuckDB's names ignore
+    case) is resolved by keeping the name that sorts last and prefixing the others with `_`."""
+    target = {key: stream.renames.get(key, key) or "_" for key in keys}
     groups: dict[str, list[str]] = {}
     for key, column in target.items():
         groups.setdefault(column.lower(), []).append(key)
@@ -428,7 +429,7 @@ def _detected_batch(
     not come out as the header means (a name DuckDB cannot keep apart): the caller then lists the
     keys itself."""
     keys = [key for key, _ in columns]
-    if HEADER_KEY in keys or len({key.lower() for key in keys}) != len(keys):
+    if HEADER_KEY in keys or not plain_names(keys):
         return None
     source = read_detected(spool.body)
     detected = {name: duck_type for name, duck_type, *_ in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}

@@ -306,6 +306,11 @@ def test_large_fields_non_ascii_and_odd_names(tmp_path):
     assert query(tmp_path, "SELECT city FROM iterable.email_send WHERE email = 'u2@x.io'") == [("São Paulo",)]
 
 
+def test_a_field_with_an_empty_name_is_kept_as_an_underscore_column(tmp_path):
+    load(tmp_path, [event(1, **{"": 5}), event(2, **{"": 7})])
+    assert query(tmp_path, 'SELECT sum("_") FROM iterable.email_send') == [(12,)]
+
+
 def test_case_collisions_in_users_and_elsewhere(tmp_path):
     users = STREAMS_BY_NAME["users"]
     scope = Scope.window("profileUpdatedAt", DAY, DAY + timedelta(days=1))
