@@ -136,7 +136,7 @@ def test_a_text_column_of_mixed_kinds_keeps_each_value_as_its_text_in_one_read(t
     assert load(tmp_path, records).rows == len(records)
     stored = query(tmp_path, 'SELECT v FROM iterable.email_send ORDER BY "createdAt"')
     assert [v for (v,) in stored] == [texts[i % len(kinds)] for i in range(len(records))]
-    assert typing_passes == ["first"]  # DuckDB read the column as JSON; no other pass
+    assert typing_passes == ["first"]  # read once, the column as VARCHAR; no other pass
 
 
 def test_keys_too_many_for_the_type_header_are_listed_instead(tmp_path, typing_passes):
