@@ -35,19 +35,19 @@ HEADER_KEY = "__iterable_assets_type_header__"  # marks the header's records, wh
 READER_OBJECT_SIZE = 16 << 20  # DuckDB's default; its buffers (twice this per thread) fit the memory limit
 MAX_RECORD_BYTES = READER_OBJECT_SIZE
 NULL_TYPE = '"NULL"'  # a key whose values are all null
-NUMBER_TYPES = ("BIGINT", "HUGEINT", "DOUBLE")  # each holds the values of the ones before it
 # When a value, given as its JSON text {t}, is held as it is by each column type, narrowest first
-# (VARCHAR holds anything). A cast of JSON text fails on strings (quoted), booleans and nested
-# values; yyjson writes every non-integer number with a fraction or an exponent.
+# (VARCHAR holds anything). A number column holds a text that passes its guard and casts to its
+# type: the cast fails on strings (quoted), booleans and nested values, and the integer guard
+# refuses fractions and exponents (yyjson writes every non-integer number with one of them).
 INTEGRAL = "NOT (contains({t}, '.') OR contains({t}, 'e') OR contains({t}, 'E'))"
+NUMBER_GUARDS = {"BIGINT": INTEGRAL, "HUGEINT": INTEGRAL, "DOUBLE": "TRUE"}
 HOLDS = {
     NULL_TYPE: "FALSE",
-    "BIGINT": INTEGRAL + " AND TRY_CAST({t} AS BIGINT) IS NOT NULL",
-    "HUGEINT": INTEGRAL + " AND TRY_CAST({t} AS HUGEINT) IS NOT NULL",
-    "DOUBLE": "TRY_CAST({t} AS DOUBLE) IS NOT NULL",
+    **{kind: f"{guard} AND TRY_CAST({{t}} AS {kind}) IS NOT NULL" for kind, guard in NUMBER_GUARDS.items()},
     "BOOLEAN": "{t} IN ('true', 'false')",
     "JSON": "(starts_with({t}, '{{') OR starts_with({t}, '['))",
 }
+NUMBER_TYPES = tuple(NUMBER_GUARDS)  # each holds the values of the ones before it
 
 
 def holds(duck_type: str, text: str) -> str:
@@ -125,6 +125,11 @@ def read_detected(path: Path) -> str:
     )
 
 
+def header_types(columns: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """The columns DuckDB detects from the type header of `columns` (see `NdjsonSpool.type_header`)."""
+    return {HEADER_KEY: "BOOLEAN", **{key: "VARCHAR" if t == "VARCHAR" else "JSON" for key, t in columns}}
+
+
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -197,7 +202,7 @@ class NdjsonSpool:
         non-VARCHAR key is a number in the other. Yields whether they fit the room kept for them;
         the line is blank again afterwards."""
         records = [{HEADER_KEY: True, **dict.fromkeys((key for key, _ in columns), "x")}]
-        records.append({HEADER_KEY: True, **{key: 0 for key, duck_type in columns if duck_type != "VARCHAR"}})
+        records.append({HEADER_KEY: True, **{key: 0 for key, kind in header_types(columns).items() if kind == "JSON"}})
         header = "\n".join(json.dumps(record) for record in records).encode()
         if len(header) >= HEADER_BYTES - 1:  # the line's newline stays
             yield False

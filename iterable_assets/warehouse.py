@@ -23,11 +23,12 @@ import duckdb
 
 from iterable_assets.spool import (
     HEADER_KEY,
-    INTEGRAL,
     MAX_RECORD_BYTES,
     NULL_TYPE,
+    NUMBER_GUARDS,
     NUMBER_TYPES,
     NdjsonSpool,
+    header_types,
     holds,
     plain_names,
     quote,
@@ -433,8 +434,7 @@ def _detected_batch(
         return None
     source = read_detected(spool.body)
     detected = {name: duck_type for name, duck_type, *_ in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-    meant = {HEADER_KEY: "BOOLEAN", **{key: "VARCHAR" if t == "VARCHAR" else "JSON" for key, t in columns}}
-    if detected != meant:
+    if detected != header_types(columns):
         return None
     values = [_checked(key, duck_type, quote(key)) for key, duck_type in columns]
     select, out = _select_list(stream, columns, values)
@@ -446,10 +446,10 @@ def _checked(key: str, duck_type: str, value: str) -> str:
         return value
     text = f"{value}::VARCHAR"
     mismatch = f"error({sql_string(f'{KIND_MISMATCH}: {key} ({duck_type})')})"
-    if duck_type in NUMBER_TYPES:  # `holds`, with one cast: failing (a string, a boolean, too large) is the mismatch
-        integral = "TRUE" if duck_type == "DOUBLE" else INTEGRAL.format(t=text)
+    if duck_type in NUMBER_GUARDS:  # `holds`, with one cast: failing (a string, a boolean, too large) is the mismatch
+        guard = NUMBER_GUARDS[duck_type].format(t=text)
         converted = f"COALESCE(TRY_CAST({text} AS {duck_type}), {mismatch})"
-        return f"CASE WHEN {value} IS NULL THEN NULL WHEN {integral} THEN {converted} ELSE {mismatch} END"
+        return f"CASE WHEN {value} IS NULL THEN NULL WHEN {guard} THEN {converted} ELSE {mismatch} END"
     converted = f"{text} = 'true'" if duck_type == "BOOLEAN" else value
     return f"CASE WHEN {value} IS NULL THEN NULL WHEN {holds(duck_type, text)} THEN {converted} ELSE {mismatch} END"
 
