@@ -65,15 +65,13 @@ def child_asset(base_url: str, database: str, spool_dir: str) -> dict:
 
     from iterable_assets.assets import build_assets
     from iterable_assets.client import IterableResource
+    from iterable_assets.settings import load_settings
 
     # The ingest side measures loading, so the export budget is set out of the way.
+    settings = load_settings({"ITERABLE_BASE_URL": base_url, "ITERABLE_EXPORT_REQUESTS_PER_MINUTE": "1e6"})
     resources = {
-        "iterable": IterableResource(
-            api_key="bench-key",
-            base_url=base_url,
-            rate_budget_path=spool_dir,
-            spool_dir=spool_dir,
-            export_requests_per_minute=1e6,
+        "iterable": IterableResource.from_settings(
+            settings, api_key="bench-key", rate_budget_path=spool_dir, spool_dir=spool_dir
         ),
         "duckdb": DuckDBResource(database=database),
     }
@@ -209,13 +207,15 @@ def pages(mb: int, repeat: int) -> None:
 # ---- budget -----------------------------------------------------------------------------------------
 def budget(repeat: int, days: int, window_days: int) -> None:
     from iterable_assets.simulator import Dataset, Simulator, SimulatorConfig
-    from iterable_assets.streams import EXPORT_STREAMS
+    from iterable_assets.streams import of_source
+
+    exports = of_source("export")
 
     limit, period = 4, 6.0
-    requests_needed = len(EXPORT_STREAMS) * math.ceil(days / window_days)
+    requests_needed = len(exports) * math.ceil(days / window_days)
     floor = (math.ceil(requests_needed / limit) - 1) * period
     print(
-        f"budget: {len(EXPORT_STREAMS)} export streams x {days} days at window {window_days} = "
+        f"budget: {len(exports)} export streams x {days} days at window {window_days} = "
         f"{requests_needed} requests; limit {limit} per {period:g} s -> floor {floor:.0f} s",
         flush=True,
     )
@@ -246,7 +246,7 @@ def budget(repeat: int, days: int, window_days: int) -> None:
                         str(Path(sys.executable).parent / "iterable-assets"),
                         "sync",
                         "--select",
-                        ",".join(s.name for s in EXPORT_STREAMS),
+                        ",".join(s.name for s in exports),
                         "--start",
                         DAY.isoformat(),
                         "--end",

@@ -1,112 +1,90 @@
-"""The sixteen assets, built from the stream catalog. Each one fetches through the resource and
-hands the result to the warehouse; neither HTTP nor SQL lives here."""
+"""The assets, one per catalog entry, built by the kind of source they read. Each one fetches
+through the resource and hands the result to the loader; neither HTTP nor SQL lives here."""
 
 import time
 import warnings
-from datetime import date, datetime, timedelta, timezone
-from typing import Iterator
+from datetime import date, datetime, timezone
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from iterable_assets import warehouse
-from iterable_assets.client import EXPORT_PATH, IterableResource
-from iterable_assets.streams import STREAMS, STREAMS_BY_NAME, Stream
+from iterable_assets import loader, warehouse
+from iterable_assets.client import IterableResource
+from iterable_assets.partitions import LISTS_PARTITIONS, daily_partitions, export_windows, list_partition_changes, utc
+from iterable_assets.streams import STREAMS, Stream, children
 from iterable_assets.warehouse import Scope
 
-EXPORT_POOL = "iterable_export"
-LIST_USERS_POOL = "iterable_list_users"
-LISTS_PARTITIONS = dg.DynamicPartitionsDefinition(name="iterable_lists")
+KINDS = {"iterable", "duckdb"}
 
 
-def daily_partitions(start_date: date) -> dg.DailyPartitionsDefinition:
-    """Complete UTC days from ITERABLE_START_DATE through yesterday."""
-    return dg.DailyPartitionsDefinition(start_date=start_date.isoformat(), timezone="UTC")
+def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition, **_) -> dg.AssetsDefinition:
+    with warnings.catch_warnings():  # backfill_policy is marked beta in Dagster 1.13
+        warnings.simplefilter("ignore", dg.BetaWarning)
 
-
-def export_windows(start: datetime, end: datetime, days: int) -> Iterator[tuple[datetime, datetime]]:
-    """Cut [start, end) into consecutive windows of at most `days` days."""
-    while start < end:
-        stop = min(start + timedelta(days=days), end)
-        yield start, stop
-        start = stop
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.astimezone(timezone.utc)
-
-
-def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        name=stream.name,
-        group_name=stream.group,
-        kinds={"iterable", "duckdb"},
-        pool=EXPORT_POOL,
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        metadata={"partition_expr": stream.replication_key},
-        description=f"Iterable export `dataTypeName={stream.data_type_name}`, one row per record, partitioned "
-        f"by `{stream.replication_key}` (UTC day).",
-    )
-    def _asset(
-        context: dg.AssetExecutionContext, iterable: IterableResource, duckdb: DuckDBResource
-    ) -> dg.MaterializeResult:
-        window = context.partition_time_window
-        requests_before = iterable.requests_made(EXPORT_PATH)
-        rows = windows = size = rejected = 0
-        download_seconds = load_seconds = 0.0
-        for start, end in export_windows(_utc(window.start), _utc(window.end), iterable.window_days):
-            started = time.monotonic()
-            with iterable.export(stream.data_type_name, start, end) as spool:
-                downloaded = time.monotonic()
-                size += spool.size
-                with warehouse.connect(duckdb.database) as con:
-                    loaded = warehouse.load_ndjson(con, stream, spool, Scope.window(stream.replication_key, start, end))
-            download_seconds += downloaded - started
-            load_seconds += time.monotonic() - downloaded
-            rows += loaded.rows
-            rejected += loaded.rejected
-            windows += 1
-            context.log.info(
-                f"{stream.name} [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}): "
-                f"{loaded.rows} rows loaded, {loaded.replaced} replaced"
-            )
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": rows,
-                "export_requests": iterable.requests_made(EXPORT_PATH) - requests_before,
-                "windows": windows,
-                "bytes_downloaded": size,
-                "rejected_lines": rejected,  # lines that were not JSON objects: see iterable._rejected_records
-                "download_seconds": round(download_seconds, 3),  # includes waiting for the rate budget
-                "load_seconds": round(load_seconds, 3),
-            }
+        @dg.asset(
+            name=stream.name,
+            group_name=stream.group,
+            kinds=KINDS,
+            pool=stream.pool,
+            partitions_def=partitions,
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            metadata={"partition_expr": stream.replication_key},
+            description=f"Iterable export `dataTypeName={stream.data_type_name}`, one row per record, partitioned "
+            f"by `{stream.replication_key}` (UTC day).",
         )
+        def _asset(
+            context: dg.AssetExecutionContext, iterable: IterableResource, duckdb: DuckDBResource
+        ) -> dg.MaterializeResult:
+            window = context.partition_time_window
+            requests_before = iterable.requests_made(stream.path)
+            rows = windows = size = rejected = 0
+            download_seconds = load_seconds = 0.0
+            for start, end in export_windows(utc(window.start), utc(window.end), iterable.window_days):
+                started = time.monotonic()
+                with iterable.export(stream, start, end) as spool:
+                    downloaded = time.monotonic()
+                    size += spool.size
+                    with warehouse.connect(duckdb.database) as con:
+                        scope = Scope.window(stream.replication_key, start, end)
+                        loaded = loader.load_ndjson(con, stream, spool, scope)
+                download_seconds += downloaded - started
+                load_seconds += time.monotonic() - downloaded
+                rows += loaded.rows
+                rejected += loaded.rejected
+                windows += 1
+                context.log.info(
+                    f"{stream.name} [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}): "
+                    f"{loaded.rows} rows loaded, {loaded.replaced} replaced"
+                )
+            return dg.MaterializeResult(
+                metadata={
+                    "dagster/row_count": rows,
+                    "export_requests": iterable.requests_made(stream.path) - requests_before,
+                    "windows": windows,
+                    "bytes_downloaded": size,
+                    "rejected_lines": rejected,  # lines that were not JSON objects: see iterable._rejected_records
+                    "download_seconds": round(download_seconds, 3),  # includes waiting for the rate budget
+                    "load_seconds": round(load_seconds, 3),
+                }
+            )
 
     return _asset
 
 
-def _fetch(stream: Stream, iterable: IterableResource) -> list[dict]:
-    if stream.source == "templates":
-        return iterable.get_templates()
-    if stream.source == "metadata":
-        return iterable.get_metadata()
-    return iterable.get_resource(stream.path, stream.response_key)
-
-
-def _catalog_asset(stream: Stream, start_date: date) -> dg.AssetsDefinition:
+def _catalog_asset(stream: Stream, start_date: date, streams: tuple[Stream, ...], **_) -> dg.AssetsDefinition:
     initial_bookmark = datetime(start_date.year, start_date.month, start_date.day, tzinfo=timezone.utc)
+    partitioned = children(stream, streams)
 
     @dg.asset(
         name=stream.name,
         group_name=stream.group,
-        kinds={"iterable", "duckdb"},
+        kinds=KINDS,
         description=f"Iterable `GET /api/{stream.path}` ({stream.write} write).",
     )
     def _asset(
         context: dg.AssetExecutionContext, iterable: IterableResource, duckdb: DuckDBResource
     ) -> dg.MaterializeResult:
-        records = _fetch(stream, iterable)
+        records = iterable.get_records(stream)
         fetched = len(records)
         metadata: dict = {"records_fetched": fetched}
         if stream.write == "upsert":
@@ -126,9 +104,10 @@ def _catalog_asset(stream: Stream, start_date: date) -> dg.AssetsDefinition:
         else:
             scope = Scope.everything()
         with warehouse.connect(duckdb.database) as con:
-            loaded = warehouse.load_records(con, stream, records, scope)
-            if stream.name == "lists":
-                metadata.update(_keep_list_partitions_in_step(context, con, [r["id"] for r in records]))
+            loaded = loader.load_records(con, stream, records, scope)
+            for child in partitioned:
+                ids = [r[stream.primary_key[0]] for r in records]
+                metadata.update(_keep_partitions_in_step(context, con, child, ids))
             total = warehouse.row_count(con, stream)
         context.log.info(f"{stream.name}: {fetched} fetched, {loaded.rows} written, {total} in the table")
         metadata.update({"rows_written": loaded.rows, "dagster/row_count": total})
@@ -137,56 +116,55 @@ def _catalog_asset(stream: Stream, start_date: date) -> dg.AssetsDefinition:
     return _asset
 
 
-def _keep_list_partitions_in_step(context: dg.AssetExecutionContext, con, list_ids: list) -> dict:
-    """New lists get a list_users partition; deleted lists lose theirs and their rows."""
-    current = {str(i) for i in list_ids}
-    known = set(context.instance.get_dynamic_partitions(LISTS_PARTITIONS.name))
-    added, removed = sorted(current - known), sorted(known - current)
+def _keep_partitions_in_step(context: dg.AssetExecutionContext, con, child: Stream, ids: list) -> dict:
+    """A new parent (list) gets a partition of `child`; a parent that is gone loses its partition and its rows."""
+    added, removed = list_partition_changes(context.instance, ids)
     if added:
         context.instance.add_dynamic_partitions(LISTS_PARTITIONS.name, added)
     # Rows first: if the run dies in between, the partition is still known and the next run retries.
-    deleted_rows = warehouse.delete_lists(con, STREAMS_BY_NAME["list_users"], [int(k) for k in removed])
+    deleted_rows = warehouse.delete_where_in(con, child, child.partition_column, [int(k) for k in removed])
     for key in removed:
         context.instance.delete_dynamic_partition(LISTS_PARTITIONS.name, key)
     if added or removed:
-        context.log.info(f"list_users partitions: added {added}, removed {removed} ({deleted_rows} rows deleted)")
-    return {"lists_added": len(added), "lists_removed": len(removed), "list_users_rows_deleted": deleted_rows}
+        context.log.info(f"{child.name} partitions: added {added}, removed {removed} ({deleted_rows} rows deleted)")
+    return {"lists_added": len(added), "lists_removed": len(removed), f"{child.name}_rows_deleted": deleted_rows}
 
 
-def _list_users_asset(stream: Stream) -> dg.AssetsDefinition:
+def _members_asset(stream: Stream, **_) -> dg.AssetsDefinition:
     @dg.asset(
         name=stream.name,
         group_name=stream.group,
-        kinds={"iterable", "duckdb"},
-        pool=LIST_USERS_POOL,
+        kinds=KINDS,
+        pool=stream.pool,
         partitions_def=LISTS_PARTITIONS,
-        deps=["lists"],
-        description="Members of each Iterable list (`GET /api/lists/getUsers`), one partition per list id.",
+        deps=[stream.parent],
+        description=f"Members of each Iterable list (`GET /api/{stream.path}`), one partition per list id.",
     )
     def _asset(
         context: dg.AssetExecutionContext, iterable: IterableResource, duckdb: DuckDBResource
     ) -> dg.MaterializeResult:
-        list_id = int(context.partition_key)
+        parent_id = int(context.partition_key)
         synced_at = datetime.now(timezone.utc).replace(microsecond=0)
-        with iterable.list_users(list_id) as spool:
+        with iterable.list_members(stream, parent_id) as path:
             with warehouse.connect(duckdb.database) as con:
-                loaded = warehouse.load_list_users(con, stream, spool, list_id, synced_at)
-        context.log.info(f"list {list_id}: {loaded.rows} members")
-        return dg.MaterializeResult(metadata={"dagster/row_count": loaded.rows, "list_id": list_id})
+                loaded = loader.load_members(con, stream, path, parent_id, synced_at)
+        context.log.info(f"list {parent_id}: {loaded.rows} members")
+        return dg.MaterializeResult(metadata={"dagster/row_count": loaded.rows, "list_id": parent_id})
 
     return _asset
 
 
-def build_assets(start_date: date) -> list[dg.AssetsDefinition]:
+BUILDERS = {
+    "export": _export_asset,
+    "resource": _catalog_asset,
+    "metadata_walk": _catalog_asset,
+    "list_members": _members_asset,
+}
+
+
+def build_assets(start_date: date, streams: tuple[Stream, ...] = STREAMS) -> list[dg.AssetsDefinition]:
     partitions = daily_partitions(start_date)
-    built = []
-    for stream in STREAMS:
-        if stream.source == "export":
-            with warnings.catch_warnings():  # backfill_policy is marked beta in Dagster 1.13
-                warnings.simplefilter("ignore", dg.BetaWarning)
-                built.append(_export_asset(stream, partitions))
-        elif stream.source == "list_users":
-            built.append(_list_users_asset(stream))
-        else:
-            built.append(_catalog_asset(stream, start_date))
-    return built
+    return [
+        BUILDERS[stream.source](stream, partitions=partitions, start_date=start_date, streams=streams)
+        for stream in streams
+    ]

@@ -1,82 +1,105 @@
-"""Schedules and the list-discovery sensor that keep every table fresh."""
+"""Schedules and the list-discovery sensor that keep every table fresh, built for the chosen streams."""
 
-from datetime import date, timedelta, timezone
+from dataclasses import dataclass
+from datetime import timedelta, timezone
 
 import dagster as dg
 
-from iterable_assets.assets import LISTS_PARTITIONS
 from iterable_assets.client import IterableResource
-from iterable_assets.streams import CATALOG_STREAMS, EXPORT_STREAMS
+from iterable_assets.partitions import LISTS_PARTITIONS, list_partition_changes
+from iterable_assets.settings import Settings
+from iterable_assets.streams import CATALOG_SOURCES, Stream
 
 RUNNING = dg.DefaultScheduleStatus.RUNNING
 
-catalog_job = dg.define_asset_job("iterable_catalog_job", selection=[s.name for s in CATALOG_STREAMS])
-list_users_job = dg.define_asset_job("iterable_list_users_job", selection=["list_users"])
+
+@dataclass(frozen=True)
+class Automation:
+    jobs: list
+    schedules: list
+    sensors: list
 
 
-exports_job = dg.define_asset_job("iterable_exports_job", selection=[s.name for s in EXPORT_STREAMS])
+def build_automation(settings: Settings, streams: tuple[Stream, ...]) -> Automation:
+    """Daily, in UTC: catalog tables (lists included) first, then every list's members, then the
+    export streams for the day that has just completed; and a sensor that discovers lists."""
+    catalog = [s.name for s in streams if s.source in CATALOG_SOURCES]
+    members = [s for s in streams if s.source == "list_members"]
+    exports = [s.name for s in streams if s.source == "export"]
+    jobs, schedules, sensors = [], [], []
+    if catalog:
+        catalog_job = dg.define_asset_job("iterable_catalog_job", selection=catalog)
+        jobs.append(catalog_job)
+        schedules.append(
+            dg.ScheduleDefinition(
+                name="iterable_catalog_daily",
+                job=catalog_job,
+                cron_schedule="0 2 * * *",
+                execution_timezone="UTC",
+                default_status=RUNNING,
+            )
+        )
+    if members:
+        members_job = dg.define_asset_job("iterable_list_users_job", selection=[s.name for s in members])
+        jobs.append(members_job)
+        schedules.append(_members_schedule(members_job))
+        parent = {s.name: s for s in streams}[members[0].parent]
+        sensors.append(_lists_sensor(members_job, catalog_job, parent))
+    if exports:
+        exports_job = dg.define_asset_job("iterable_exports_job", selection=exports)
+        jobs.append(exports_job)
+        schedules.append(_exports_schedule(exports_job, settings))
+    return Automation(jobs, schedules, sensors)
 
 
-# Daily, in UTC: catalog tables (lists included) first, then every list's members, then the
-# export streams for the day that has just completed.
-catalog_schedule = dg.ScheduleDefinition(
-    name="iterable_catalog_daily",
-    job=catalog_job,
-    cron_schedule="0 2 * * *",
-    execution_timezone="UTC",
-    default_status=RUNNING,
-)
-
-
-@dg.schedule(
-    name="iterable_list_users_daily",
-    job=list_users_job,
-    cron_schedule="30 2 * * *",
-    execution_timezone="UTC",
-    default_status=RUNNING,
-)
-def list_users_schedule(context: dg.ScheduleEvaluationContext):
-    tick = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    return [
-        dg.RunRequest(partition_key=key, run_key=f"{key}@{tick}")
-        for key in context.instance.get_dynamic_partitions(LISTS_PARTITIONS.name)
-    ]
-
-
-def build_exports_schedule(start_date: date) -> dg.ScheduleDefinition:
+def _members_schedule(job) -> dg.ScheduleDefinition:
     @dg.schedule(
-        name="iterable_exports_daily",
-        job=exports_job,
-        cron_schedule="0 3 * * *",
-        execution_timezone="UTC",
+        name="iterable_list_users_daily", job=job, cron_schedule="30 2 * * *", execution_timezone="UTC",
         default_status=RUNNING,
-    )
+    )  # fmt: skip
+    def list_users_schedule(context: dg.ScheduleEvaluationContext):
+        tick = context.scheduled_execution_time.strftime("%Y-%m-%d")
+        return [
+            dg.RunRequest(partition_key=key, run_key=f"{key}@{tick}")
+            for key in context.instance.get_dynamic_partitions(LISTS_PARTITIONS.name)
+        ]
+
+    return list_users_schedule
+
+
+def _exports_schedule(job, settings: Settings) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name="iterable_exports_daily", job=job, cron_schedule="0 3 * * *", execution_timezone="UTC",
+        default_status=RUNNING,
+    )  # fmt: skip
     def exports_schedule(context: dg.ScheduleEvaluationContext):
         day = context.scheduled_execution_time.astimezone(timezone.utc).date() - timedelta(days=1)
-        if day < start_date:
-            return dg.SkipReason(f"no complete day since ITERABLE_START_DATE ({start_date}) yet")
+        if day < settings.start_date:
+            return dg.SkipReason(f"no complete day since ITERABLE_START_DATE ({settings.start_date}) yet")
         return dg.RunRequest(partition_key=day.isoformat(), run_key=day.isoformat())
 
     return exports_schedule
 
 
-@dg.sensor(
-    name="iterable_lists_sensor",
-    jobs=[list_users_job, catalog_job],
-    minimum_interval_seconds=900,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-def lists_sensor(context: dg.SensorEvaluationContext, iterable: IterableResource) -> dg.SensorResult:
-    """Discovers lists: a new list gets its partition and a list_users run at once; a deleted list
-    triggers a catalog run, whose `lists` step removes the partition and the list's rows."""
-    current = {str(item["id"]) for item in iterable.get_lists()}
-    known = set(context.instance.get_dynamic_partitions(LISTS_PARTITIONS.name))
-    added, removed = sorted(current - known), sorted(known - current)
-    run_requests = [
-        dg.RunRequest(job_name=list_users_job.name, partition_key=key, run_key=f"new-list-{key}") for key in added
-    ]
-    if removed:
-        run_requests.append(dg.RunRequest(job_name=catalog_job.name, run_key=f"deleted-lists-{','.join(removed)}"))
-    return dg.SensorResult(
-        run_requests=run_requests, dynamic_partitions_requests=[LISTS_PARTITIONS.build_add_request(added)]
+def _lists_sensor(members_job, catalog_job, parent: Stream) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="iterable_lists_sensor",
+        jobs=[members_job, catalog_job],
+        minimum_interval_seconds=900,
+        default_status=dg.DefaultSensorStatus.RUNNING,
     )
+    def lists_sensor(context: dg.SensorEvaluationContext, iterable: IterableResource) -> dg.SensorResult:
+        """Discovers lists: a new list gets its partition and a list_users run at once; a deleted list
+        triggers a catalog run, whose `lists` step removes the partition and the list's rows."""
+        ids = [record[parent.primary_key[0]] for record in iterable.get_records(parent)]
+        added, removed = list_partition_changes(context.instance, ids)
+        run_requests = [
+            dg.RunRequest(job_name=members_job.name, partition_key=key, run_key=f"new-list-{key}") for key in added
+        ]
+        if removed:
+            run_requests.append(dg.RunRequest(job_name=catalog_job.name, run_key=f"deleted-lists-{','.join(removed)}"))
+        return dg.SensorResult(
+            run_requests=run_requests, dynamic_partitions_requests=[LISTS_PARTITIONS.build_add_request(added)]
+        )
+
+    return lists_sensor

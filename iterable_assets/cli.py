@@ -1,6 +1,7 @@
 """`iterable-assets`: check a key, sync tables through the Dagster instance, run the demo or the dev UI."""
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -13,10 +14,10 @@ import dagster as dg
 from dotenv import load_dotenv
 
 from iterable_assets import warehouse
-from iterable_assets.assets import LISTS_PARTITIONS
-from iterable_assets.client import EXPORT_PATH, IterableApiError, IterableResource
-from iterable_assets.settings import Settings, SettingsError, load_settings
-from iterable_assets.streams import CATALOG_STREAMS, EXPORT_STREAMS, STREAMS, STREAMS_BY_NAME
+from iterable_assets.client import IterableApiError, IterableResource
+from iterable_assets.partitions import LISTS_PARTITIONS
+from iterable_assets.settings import VARIABLES, Settings, SettingsError, load_settings, parse_day
+from iterable_assets.streams import CATALOG_SOURCES, EXPORT_CHECK_STREAM, KEY_CHECK_STREAM, STREAMS, STREAMS_BY_NAME
 
 DEMO_KEY = "demo-key"
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -120,7 +121,7 @@ def _record_run(instance: dg.DagsterInstance, result, reports: dict[str, TableRe
 
 def sync(settings: Settings, tables: list[str], start: date, end: date) -> list[TableReport]:
     """Materialize `tables` through the Dagster instance (runs show in the UI): catalog tables,
-    then lists and every list's members, then the export streams as one range run."""
+    then lists and every list's members (one run per list), then the export streams as one range run."""
     from iterable_assets.definitions import build_definitions
 
     defs = build_definitions(settings)
@@ -145,15 +146,16 @@ def sync(settings: Settings, tables: list[str], start: date, end: date) -> list[
         _record_run(instance, result, reports)
         return result
 
-    catalog = [s.name for s in CATALOG_STREAMS if s.name in tables]
-    if "list_users" in tables and "lists" not in catalog:
-        catalog.append("lists")
+    chosen = [STREAMS_BY_NAME[name] for name in tables]
+    members = [s.name for s in chosen if s.source == "list_members"]
+    # A list's members need the list's partition, which the parent's (lists') run keeps in step.
+    parents = [s.parent for s in chosen if s.parent]
+    catalog = [s.name for s in STREAMS if s.source in CATALOG_SOURCES and s.name in (*tables, *parents)]
     if catalog:
         run(catalog)
-    if "list_users" in tables:
-        for key in instance.get_dynamic_partitions(LISTS_PARTITIONS.name):
-            run(["list_users"], partition_key=key)
-    exports = [s.name for s in EXPORT_STREAMS if s.name in tables]
+    for key in instance.get_dynamic_partitions(LISTS_PARTITIONS.name) if members else ():
+        run(members, partition_key=key)
+    exports = [s.name for s in chosen if s.source == "export"]
     if exports:
         run(
             exports,
@@ -192,7 +194,7 @@ def _parse_day(option: str, text: str | None, default: date) -> date:
     if text is None:
         return default
     try:
-        return datetime.strptime(text, "%Y-%m-%d").date()
+        return parse_day(text)
     except ValueError:
         raise SystemExit(f"{option}={text!r} is not a day as YYYY-MM-DD") from None
 
@@ -224,17 +226,10 @@ def _require_key() -> str:
 # ---- check -------------------------------------------------------------------------------------------
 def check(settings: Settings, api_key: str) -> tuple[int, str]:
     """A connection dialog's test: a cheap call, then an export probe. Returns (exit code, message)."""
-    client = IterableResource(
-        api_key=api_key,
-        base_url=settings.base_url,
-        retry_attempts=2,
-        retry_backoff_seconds=settings.retry_backoff_seconds,
-        request_timeout_seconds=15,
-        export_requests_per_minute=settings.export_requests_per_minute,
-        rate_window_seconds=settings.rate_window_seconds,
-    )
+    quick = dataclasses.replace(settings, retry_attempts=2, request_timeout_seconds=15)
+    client = IterableResource.from_settings(quick, api_key=api_key)
     try:
-        client.get_json("channels")
+        client.get_records(KEY_CHECK_STREAM)
     except IterableApiError as exc:
         if exc.status is None:
             return 3, (
@@ -249,7 +244,7 @@ def check(settings: Settings, api_key: str) -> tuple[int, str]:
         return 2, f"Iterable refused the key check: {exc}"
     now = datetime.now(timezone.utc).replace(microsecond=0)
     try:
-        with client.export("emailSend", now - timedelta(minutes=1), now):
+        with client.export(EXPORT_CHECK_STREAM, now - timedelta(minutes=1), now):
             pass
     except IterableApiError as exc:
         if exc.status in (401, 403):
@@ -270,23 +265,31 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # ---- demo and dev ------------------------------------------------------------------------------------
 def _simulated_project(days: int):
+    """The simulator enforcing Iterable's rate limits (the settings' defaults) on a minute compressed
+    to DEMO_RATE_WINDOW_SECONDS, and the environment that points the project at it, budgets matched."""
     from iterable_assets.simulator import Dataset, Simulator, SimulatorConfig
+    from iterable_assets.simulator.server import RATE_LIMIT_FAMILIES
 
     today = datetime.now(timezone.utc).date()
-    dataset = Dataset(SimulatorConfig(seed=7, start=today - timedelta(days=days), end=today, events_per_day=300))
-    simulator = Simulator(
-        dataset,
-        api_keys={DEMO_KEY: "full"},
-        rate_limits={"export": (4, DEMO_RATE_WINDOW_SECONDS), "list_users": (5, DEMO_RATE_WINDOW_SECONDS)},
-    )
+    rates = load_settings({}).requests_per_minute
+    family_of_path = {f"/api/{s.path}": s.rate_family for s in STREAMS if s.rate_family}
+    limits = {
+        family: (int(rates[family_of_path[path]]), DEMO_RATE_WINDOW_SECONDS)
+        for family, path in RATE_LIMIT_FAMILIES.items()
+        if path in family_of_path
+    }
     env = {
         "ITERABLE_API_KEY": DEMO_KEY,
         "ITERABLE_START_DATE": (today - timedelta(days=days)).isoformat(),
         "ITERABLE_RATE_WINDOW_SECONDS": str(DEMO_RATE_WINDOW_SECONDS),
-        "ITERABLE_EXPORT_REQUESTS_PER_MINUTE": str(4 * DEMO_TIME_FACTOR),
-        "ITERABLE_LIST_USERS_REQUESTS_PER_MINUTE": str(5 * DEMO_TIME_FACTOR),
+        **{
+            name: str(float(spec.metadata["default"]) * DEMO_TIME_FACTOR)
+            for name, spec in VARIABLES.items()
+            if name.endswith("_REQUESTS_PER_MINUTE")
+        },
     }
-    return simulator, env
+    dataset = Dataset(SimulatorConfig(seed=7, start=today - timedelta(days=days), end=today, events_per_day=300))
+    return Simulator(dataset, api_keys={DEMO_KEY: "full"}, rate_limits=limits), env
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -298,14 +301,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         end = _last_complete_day()
         start = end - timedelta(days=args.days - 1)
         print(
-            f"Iterable simulator at {simulator.base_url}; syncing all 16 tables for {start}..{end} into "
+            f"Iterable simulator at {simulator.base_url}; syncing all {len(STREAMS)} tables for {start}..{end} into "
             f"{settings.duckdb_path} (rate window compressed to {DEMO_RATE_WINDOW_SECONDS:g} s)",
             flush=True,
         )
         started = time.monotonic()
         reports = sync(settings, [s.name for s in STREAMS], start, end)
     print_reports(reports)
-    export_429s = sum(1 for r in simulator.request_log if r[2] == "/api/" + EXPORT_PATH and r[4] == 429)
+    export_paths = {f"/api/{s.path}" for s in STREAMS if s.source == "export"}
+    export_429s = sum(1 for r in simulator.request_log if r.path in export_paths and r.status == 429)
     print(f"total {time.monotonic() - started:.1f} s; 429 responses from the simulator's export limit: {export_429s}")
     return 0 if all(r.ok for r in reports) else 1
 
@@ -328,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help="validate ITERABLE_API_KEY: a cheap call plus an export probe")
     sync_parser = commands.add_parser("sync", help="materialize tables through the Dagster instance")
-    sync_parser.add_argument("--select", help="comma-separated table names (default: all 16)")
+    sync_parser.add_argument("--select", help=f"comma-separated table names (default: all {len(STREAMS)})")
     sync_parser.add_argument("--start", help="first day of the export streams, YYYY-MM-DD (default: start date)")
     sync_parser.add_argument("--end", help="last day, inclusive (default: the last complete day)")
     demo_parser = commands.add_parser("demo", help="sync all tables from the bundled simulator into local DuckDB")

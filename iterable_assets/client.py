@@ -6,11 +6,12 @@ Export and getUsers requests first take a grant from the shared rate budget. Bod
 and getUsers calls are streamed to a spool file, never held in memory.
 """
 
+import dataclasses
 import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,12 +20,12 @@ import requests
 from pydantic import PrivateAttr
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
+from iterable_assets.partitions import utc
 from iterable_assets.rate_budget import RateBudget
+from iterable_assets.settings import Settings
 from iterable_assets.spool import NdjsonSpool
-from iterable_assets.streams import MESSAGE_MEDIUMS, TEMPLATE_TYPES
+from iterable_assets.streams import Stream
 
-EXPORT_PATH = "export/data.json"
-LIST_USERS_PATH = "lists/getUsers"
 CHUNK_BYTES = 1 << 20
 PAGE_SIZE = 1000
 REQUEST_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -95,22 +96,27 @@ def _retry_after(response: requests.Response) -> float | None:
 
 
 class IterableResource(dg.ConfigurableResource):
-    """Iterable's REST API. The key is only ever sent in the Api-Key header."""
+    """Iterable's REST API. The key is only ever sent in the Api-Key header. Build it with
+    `from_settings`: the settings hold every default."""
 
     api_key: str
-    base_url: str = "https://api.iterable.com"
-    window_days: int = 30
-    export_requests_per_minute: float = 4.0
-    list_users_requests_per_minute: float = 5.0
-    rate_window_seconds: float = 60.0
-    request_timeout_seconds: float = 300.0
-    retry_attempts: int = 6
-    retry_backoff_seconds: float = 2.0
+    base_url: str
+    window_days: int
+    requests_per_minute: dict[str, float]  # per rate-limit family (streams.Stream.rate_family)
+    rate_window_seconds: float
+    request_timeout_seconds: float
+    retry_attempts: int
+    retry_backoff_seconds: float
     rate_budget_path: str | None = None  # folder of the shared budget ledger; default $DAGSTER_HOME, else temp
     spool_dir: str | None = None  # default: the temp folder
 
     _session: requests.Session | None = PrivateAttr(default=None)
     _counts: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, api_key: Any, **overrides: Any) -> "IterableResource":
+        fields = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name in cls.model_fields}
+        return cls(api_key=api_key, requests_per_minute=settings.requests_per_minute, **{**fields, **overrides})
 
     # ---- plumbing -------------------------------------------------------------------------------
     @property
@@ -126,12 +132,14 @@ class IterableResource(dg.ConfigurableResource):
             self._session = None
 
     def _budget(self, family: str) -> RateBudget:
-        rate = self.export_requests_per_minute if family == "export" else self.list_users_requests_per_minute
         folder = self.rate_budget_path or os.environ.get("DAGSTER_HOME") or tempfile.gettempdir()
         # One budget per Iterable project: keyed by host and a fingerprint of the key, never the key.
         project = hashlib.sha256(f"{self.base_url}|{self.api_key}".encode()).hexdigest()[:16]
         return RateBudget.per_minute(
-            Path(folder) / "iterable_rate_budget.sqlite", f"{family}:{project}", rate, self.rate_window_seconds
+            Path(folder) / "iterable_rate_budget.sqlite",
+            f"{family}:{project}",
+            self.requests_per_minute[family],
+            self.rate_window_seconds,
         )
 
     def requests_made(self, path: str) -> int:
@@ -201,54 +209,58 @@ class IterableResource(dg.ConfigurableResource):
 
         return self._call(path, params, parse)
 
-    # ---- endpoints ------------------------------------------------------------------------------
+    def _download(self, stream: Stream, params: dict[str, Any], out) -> None:
+        """Stream a response body into `out` (rewritten whole on every attempt), with the stream's budget."""
+
+        def write(response: requests.Response) -> None:
+            out.reset()
+            try:
+                for chunk in response.iter_content(CHUNK_BYTES):
+                    out.write(chunk)
+            finally:
+                out.close()
+
+        self._call(stream.path, params, write, stream.rate_family)
+
+    # ---- reads, one per kind of source (streams.Source) -----------------------------------------
     @contextmanager
-    def export(self, data_type_name: str, start: datetime, end: datetime) -> Iterator[NdjsonSpool]:
+    def export(self, stream: Stream, start: datetime, end: datetime) -> Iterator[NdjsonSpool]:
         """One export window [start, end) (UTC), spooled to disk as it streams; removed afterwards.
 
         A body cut short is downloaded again from the start, so the spool only ever holds a
         complete response."""
         params = {
-            "dataTypeName": data_type_name,
-            "startDateTime": _utc(start).strftime(REQUEST_FORMAT),
-            "endDateTime": _utc(end).strftime(REQUEST_FORMAT),
+            "dataTypeName": stream.data_type_name,
+            "startDateTime": utc(start).strftime(REQUEST_FORMAT),
+            "endDateTime": utc(end).strftime(REQUEST_FORMAT),
         }
         with tempfile.TemporaryDirectory(prefix="iterable-export-", dir=self.spool_dir) as folder:
             spool = NdjsonSpool(Path(folder))
-
-            def write(response: requests.Response) -> None:
-                spool.reset()
-                try:
-                    for chunk in response.iter_content(CHUNK_BYTES):
-                        spool.write(chunk)
-                finally:
-                    spool.close()
-
-            self._call(EXPORT_PATH, params, write, "export")
+            self._download(stream, params, spool)
             yield spool
 
     @contextmanager
-    def list_users(self, list_id: int | str) -> Iterator[Path]:
-        """A list's members (one email per line) as a text file, rewritten whole on every attempt
-        and removed afterwards."""
+    def list_members(self, stream: Stream, parent_id: int | str) -> Iterator[Path]:
+        """A list's members (one per line) as a text file, removed afterwards."""
         with tempfile.TemporaryDirectory(prefix="iterable-list-", dir=self.spool_dir) as folder:
-            dest = Path(folder) / "members.txt"
+            text = _TextFile(Path(folder) / "members.txt")
+            self._download(stream, {stream.partition_column: str(parent_id)}, text)
+            yield text.path
 
-            def write(response: requests.Response) -> None:
-                with open(dest, "wb") as out:
-                    for chunk in response.iter_content(CHUNK_BYTES):
-                        out.write(chunk)
-
-            self._call(LIST_USERS_PATH, {"listId": str(list_id)}, write, "list_users")
-            yield dest
-
-    def get_lists(self) -> list[dict]:
-        return self.get_json("lists")["lists"]
-
-    def get_resource(self, path: str, response_key: str) -> list[dict]:
-        if path == "campaigns":
-            return self._paged("campaigns", "campaigns")
-        return self.get_json(path)[response_key]
+    def get_records(self, stream: Stream) -> list[dict]:
+        """Every record of a JSON resource or of the metadata walk."""
+        if stream.source == "metadata_walk":
+            return self._metadata(stream)
+        batches = [
+            self._paged(stream.path, stream.response_key, **listing)
+            if stream.paged
+            else self.get_json(stream.path, **listing)[stream.response_key]
+            for listing in stream.listings
+        ]
+        if len(batches) == 1:
+            return batches[0]
+        # A record may be in several listings.
+        return list({tuple(r[k] for k in stream.primary_key): r for batch in batches for r in batch}.values())
 
     def _paged(self, path: str, response_key: str, **filters: Any) -> list[dict]:
         records: list[dict] = []
@@ -261,30 +273,37 @@ class IterableResource(dg.ConfigurableResource):
                 return records
             page += 1
 
-    def get_templates(self) -> list[dict]:
-        """Every template: one listing per templateType x messageMedium, de-duplicated by templateId."""
-        by_id: dict[Any, dict] = {}
-        for template_type in TEMPLATE_TYPES:
-            for medium in MESSAGE_MEDIUMS:
-                for template in self._paged("templates", "templates", templateType=template_type, messageMedium=medium):
-                    by_id[template["templateId"]] = template
-        return list(by_id.values())
-
-    def get_metadata(self) -> list[dict]:
+    def _metadata(self, stream: Stream) -> list[dict]:
         """tables -> keys (following nextMarker) -> one value record per key."""
         records = []
-        for table in self.get_json("metadata")["results"]:
+        for table in self.get_json(stream.path)["results"]:
             marker = None
             while True:
                 params = {"nextMarker": marker} if marker else {}
-                listing = self.get_json(f"metadata/{table['name']}", **params)
+                listing = self.get_json(f"{stream.path}/{table['name']}", **params)
                 for item in listing.get("results") or []:
-                    records.append(self.get_json(f"metadata/{item.get('table', table['name'])}/{item['key']}"))
+                    records.append(self.get_json(f"{stream.path}/{item.get('table', table['name'])}/{item['key']}"))
                 marker = listing.get("nextMarker")
                 if not marker:
                     break
         return records
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.astimezone(timezone.utc) if moment.tzinfo else moment
+class _TextFile:
+    """A downloaded text body, written whole on each attempt."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._out = None
+
+    def reset(self) -> None:
+        self.close()
+        self._out = open(self.path, "wb")
+
+    def write(self, data: bytes) -> None:
+        self._out.write(data)
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None

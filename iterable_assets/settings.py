@@ -1,35 +1,29 @@
-"""Settings from environment variables, validated once, with errors that name the variable."""
+"""Settings from environment variables, validated once, with errors that name the variable.
+
+Each field of `Settings` names its variable, its default and its rule here, and nowhere else: the
+resource is built from `Settings`, and a test checks the README's configuration table against it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping
 from urllib.parse import urlparse
 
-T = TypeVar("T")
-
-DEFAULT_START_DATE = "2026-01-01"
+from iterable_assets.streams import EXPORT_FAMILY, GET_USERS_FAMILY
 
 
 class SettingsError(ValueError):
     """An environment variable holds a value the project cannot use."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    base_url: str
-    start_date: date
-    window_days: int
-    export_requests_per_minute: float
-    list_users_requests_per_minute: float
-    rate_window_seconds: float
-    duckdb_path: str
-    request_timeout_seconds: float
-    retry_attempts: int
-    retry_backoff_seconds: float
+def parse_day(text: str) -> date:
+    """A day written YYYY-MM-DD."""
+    return datetime.strptime(text, "%Y-%m-%d").date()
 
 
 def _positive_int(text: str) -> int:
@@ -53,10 +47,6 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _day(text: str) -> date:
-    return datetime.strptime(text, "%Y-%m-%d").date()
-
-
 def _http_url(text: str) -> str:
     parsed = urlparse(text)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -71,56 +61,58 @@ def _database_path(text: str) -> str:
     return str(path)
 
 
-def _read(env: Mapping[str, str], name: str, default: str, parse: Callable[[str], T], expected: str) -> T:
-    raw = env.get(name)
-    text = default if raw is None or raw.strip() == "" else raw.strip()
-    try:
-        return parse(text)
-    except ValueError:
-        raise SettingsError(f"{name}={text!r} is not valid: expected {expected}.") from None
+def _variable(name: str, default: str, parse: Callable[[str], Any], expected: str) -> Any:
+    """A field read from environment variable `name` (`default` when unset or blank)."""
+    return dataclasses.field(metadata={"variable": name, "default": default, "parse": parse, "expected": expected})
+
+
+REQUESTS_PER_MINUTE = "a number of requests per minute greater than 0"
+SECONDS = "a number of seconds greater than 0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    base_url: str = _variable(
+        "ITERABLE_BASE_URL",
+        "https://api.iterable.com",
+        _http_url,
+        "an http(s) URL such as https://api.iterable.com or https://api.eu.iterable.com",
+    )
+    start_date: date = _variable("ITERABLE_START_DATE", "2026-01-01", parse_day, "a day as YYYY-MM-DD (UTC)")
+    window_days: int = _variable("ITERABLE_WINDOW_DAYS", "30", _positive_int, "a whole number of days, 1 or more")
+    export_requests_per_minute: float = _variable(
+        "ITERABLE_EXPORT_REQUESTS_PER_MINUTE", "4", _positive_float, REQUESTS_PER_MINUTE
+    )
+    list_users_requests_per_minute: float = _variable(
+        "ITERABLE_LIST_USERS_REQUESTS_PER_MINUTE", "5", _positive_float, REQUESTS_PER_MINUTE
+    )
+    duckdb_path: str = _variable(
+        "ITERABLE_DUCKDB_PATH", "data/warehouse.duckdb", _database_path, "the path of a database file, not a folder"
+    )
+    rate_window_seconds: float = _variable("ITERABLE_RATE_WINDOW_SECONDS", "60", _positive_float, SECONDS)
+    request_timeout_seconds: float = _variable("ITERABLE_REQUEST_TIMEOUT_SECONDS", "300", _positive_float, SECONDS)
+    retry_attempts: int = _variable("ITERABLE_RETRY_ATTEMPTS", "6", _positive_int, "a whole number, 1 or more")
+    retry_backoff_seconds: float = _variable(
+        "ITERABLE_RETRY_BACKOFF_SECONDS", "2", _non_negative_float, "a number of seconds, 0 or more"
+    )
+
+    @property
+    def requests_per_minute(self) -> dict[str, float]:
+        """Each rate-limit family's budget."""
+        return {EXPORT_FAMILY: self.export_requests_per_minute, GET_USERS_FAMILY: self.list_users_requests_per_minute}
+
+
+VARIABLES: dict[str, dataclasses.Field] = {f.metadata["variable"]: f for f in dataclasses.fields(Settings)}
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
-    return Settings(
-        base_url=_read(
-            env,
-            "ITERABLE_BASE_URL",
-            "https://api.iterable.com",
-            _http_url,
-            "an http(s) URL such as https://api.iterable.com or https://api.eu.iterable.com",
-        ),
-        start_date=_read(env, "ITERABLE_START_DATE", DEFAULT_START_DATE, _day, "a day as YYYY-MM-DD (UTC)"),
-        window_days=_read(env, "ITERABLE_WINDOW_DAYS", "30", _positive_int, "a whole number of days, 1 or more"),
-        export_requests_per_minute=_read(
-            env,
-            "ITERABLE_EXPORT_REQUESTS_PER_MINUTE",
-            "4",
-            _positive_float,
-            "a number of requests per minute greater than 0",
-        ),
-        list_users_requests_per_minute=_read(
-            env,
-            "ITERABLE_LIST_USERS_REQUESTS_PER_MINUTE",
-            "5",
-            _positive_float,
-            "a number of requests per minute greater than 0",
-        ),
-        rate_window_seconds=_read(
-            env, "ITERABLE_RATE_WINDOW_SECONDS", "60", _positive_float, "a number of seconds greater than 0"
-        ),
-        duckdb_path=_read(
-            env,
-            "ITERABLE_DUCKDB_PATH",
-            "data/warehouse.duckdb",
-            _database_path,
-            "the path of a database file, not a folder",
-        ),
-        request_timeout_seconds=_read(
-            env, "ITERABLE_REQUEST_TIMEOUT_SECONDS", "300", _positive_float, "a number of seconds greater than 0"
-        ),
-        retry_attempts=_read(env, "ITERABLE_RETRY_ATTEMPTS", "6", _positive_int, "a whole number, 1 or more"),
-        retry_backoff_seconds=_read(
-            env, "ITERABLE_RETRY_BACKOFF_SECONDS", "2", _non_negative_float, "a number of seconds, 0 or more"
-        ),
-    )
+    values = {}
+    for name, spec in VARIABLES.items():
+        raw = env.get(name)
+        text = spec.metadata["default"] if raw is None or raw.strip() == "" else raw.strip()
+        try:
+            values[spec.name] = spec.metadata["parse"](text)
+        except ValueError:
+            raise SettingsError(f"{name}={text!r} is not valid: expected {spec.metadata['expected']}.") from None
+    return Settings(**values)

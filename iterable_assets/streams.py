@@ -1,50 +1,85 @@
-"""The stream catalog: one entry per Iterable table. Data only; assets are built from it."""
+"""The stream catalog: one entry per Iterable table. Everything that differs between streams lives
+here, as data; the client, the loader and the assets are built from it and never branch on a
+stream's name or path."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
+# How the client reads a stream:
+#   export        - GET export/data.json for a [start, end) window: NDJSON, spooled to disk
+#   resource      - a JSON resource: one array under `response_key`, per listing, optionally paged
+#   metadata_walk - tables -> keys (following nextMarker) -> one value per key
+#   list_members  - one text/plain body per parent id (one member per line)
+Source = Literal["export", "resource", "metadata_walk", "list_members"]
+CATALOG_SOURCES = ("resource", "metadata_walk")  # unpartitioned tables, read whole on every run
 # How a run writes its rows:
 #   window  - replace the rows whose replication key falls in the run's [start, end)
 #   upsert  - replace the rows whose primary key is in the batch
 #   full    - replace the whole table
-#   list    - replace one list's rows (list_users, keyed by listId)
+#   list    - replace one parent's rows (the partition's key in `partition_column`)
 WriteMode = Literal["window", "upsert", "full", "list"]
-Source = Literal["export", "resource", "templates", "metadata", "list_users"]
+
+TIMESTAMPTZ = "TIMESTAMP WITH TIME ZONE"
+
+# Iterable's rate-limit families: each has its own budget (settings.Settings.requests_per_minute).
+EXPORT_FAMILY = "export"
+GET_USERS_FAMILY = "getUsers"
+
+EVENTS_GROUP = "iterable_events"
+CATALOG_GROUP = "iterable_catalog"
+LISTS_GROUP = "iterable_lists"
+
+# Templates are listed per type and medium; the API filters on both.
+TEMPLATE_TYPES = ("Base", "Blast", "Triggered", "Workflow")
+MESSAGE_MEDIUMS = ("Email", "Push", "InApp", "SMS")
 
 
 @dataclass(frozen=True)
 class Stream:
-    name: str
+    name: str  # the asset key and the table name
     source: Source
-    path: str
+    path: str  # under /api/
     write: WriteMode
+    base_columns: tuple[tuple[str, str], ...]  # created with the table, so an empty table can be queried
     primary_key: tuple[str, ...] = ()
     replication_key: str | None = None
-    data_type_name: str | None = None  # export streams only
-    response_key: str | None = None  # JSON resources: the top-level array
+    group: str = CATALOG_GROUP
+    data_type_name: str | None = None  # export: the dataTypeName
+    response_key: str | None = None  # resource: the top-level array
+    paged: bool = False  # resource: read page by page (page, pageSize, sort=id)
+    listings: tuple[dict[str, str], ...] = ({},)  # resource: one listing per set of query parameters
+    rate_family: str | None = None  # requests draw on this family's shared budget
+    pool: str | None = None  # the Dagster pool its steps run in (dagster.yaml: one step at a time)
+    parent: str | None = None  # list_members: one partition per id of this table
+    partition_column: str | None = None  # list_members: the column (and query parameter) of the parent's id
+    synced_at_column: str | None = None  # list_members: the column stamped with the sync's time
     timestamp_fields: tuple[str, ...] = ()  # stored as TIMESTAMPTZ (UTC)
     json_string_fields: tuple[str, ...] = ()  # JSON sent as a string, stored as JSON
     renames: dict[str, str] = field(default_factory=dict)  # source key -> column
-    group: str = "iterable_catalog"
 
 
+EXPORT_PATH = "export/data.json"
 EXPORT_TIMESTAMPS = ("createdAt", "itblInternal.documentCreatedAt", "itblInternal.documentUpdatedAt")
 
 
-def _email_stream(name: str, data_type_name: str) -> Stream:
-    return Stream(
-        name=name,
+def export_stream(name: str, data_type_name: str, **fields) -> Stream:
+    """An export event stream: daily windows on createdAt, replaced exactly."""
+    defaults = dict(
         source="export",
-        path="export/data.json",
+        path=EXPORT_PATH,
         write="window",
+        base_columns=(("createdAt", TIMESTAMPTZ),),
         replication_key="createdAt",
+        group=EVENTS_GROUP,
         data_type_name=data_type_name,
+        rate_family=EXPORT_FAMILY,
+        pool="iterable_export",
         timestamp_fields=EXPORT_TIMESTAMPS,
         json_string_fields=("transactionalData",),
-        group="iterable_events",
     )
+    return Stream(name=name, **{**defaults, **fields})
 
 
 STREAMS: tuple[Stream, ...] = (
@@ -53,79 +88,105 @@ STREAMS: tuple[Stream, ...] = (
         "resource",
         "campaigns",
         "upsert",
+        (("id", "BIGINT"), ("updatedAt", TIMESTAMPTZ)),
         ("id",),
         "updatedAt",
         response_key="campaigns",
+        paged=True,
         timestamp_fields=("createdAt", "updatedAt", "startAt", "endedAt"),
     ),
-    Stream("channels", "resource", "channels", "full", ("id",), response_key="channels"),
-    _email_stream("email_bounce", "emailBounce"),
-    _email_stream("email_click", "emailClick"),
-    _email_stream("email_complaint", "emailComplaint"),
-    _email_stream("email_open", "emailOpen"),
-    _email_stream("email_send", "emailSend"),
-    _email_stream("email_send_skip", "emailSendSkip"),
-    _email_stream("email_subscribe", "emailSubscribe"),
-    _email_stream("email_unsubscribe", "emailUnsubscribe"),
+    Stream("channels", "resource", "channels", "full", (("id", "BIGINT"),), ("id",), response_key="channels"),
+    export_stream("email_bounce", "emailBounce"),
+    export_stream("email_click", "emailClick"),
+    export_stream("email_complaint", "emailComplaint"),
+    export_stream("email_open", "emailOpen"),
+    export_stream("email_send", "emailSend"),
+    export_stream("email_send_skip", "emailSendSkip"),
+    export_stream("email_subscribe", "emailSubscribe"),
+    export_stream("email_unsubscribe", "emailUnsubscribe"),
     Stream(
         "list_users",
-        "list_users",
+        "list_members",
         "lists/getUsers",
         "list",
+        (("email", "VARCHAR"), ("listId", "BIGINT"), ("updatedAt", TIMESTAMPTZ)),
         ("email", "listId"),
+        group=LISTS_GROUP,
+        rate_family=GET_USERS_FAMILY,
+        pool="iterable_list_users",
+        parent="lists",
+        partition_column="listId",
+        synced_at_column="updatedAt",
         timestamp_fields=("updatedAt",),
-        group="iterable_lists",
     ),
     Stream(
         "lists",
         "resource",
         "lists",
         "full",
+        (("id", "BIGINT"),),
         ("id",),
+        group=LISTS_GROUP,
         response_key="lists",
         timestamp_fields=("createdAt",),
-        group="iterable_lists",
     ),
     Stream(
         "message_types",
         "resource",
         "messageTypes",
         "full",
+        (("id", "BIGINT"),),
         ("id",),
         response_key="messageTypes",
         timestamp_fields=("createdAt", "updatedAt"),
     ),
-    Stream("metadata", "metadata", "metadata", "full", ("table", "key"), timestamp_fields=("lastModified",)),
+    Stream(
+        "metadata",
+        "metadata_walk",
+        "metadata",
+        "full",
+        (("table", "VARCHAR"), ("key", "VARCHAR")),
+        ("table", "key"),
+        timestamp_fields=("lastModified",),
+    ),
     Stream(
         "templates",
-        "templates",
+        "resource",
         "templates",
         "upsert",
+        (("templateId", "BIGINT"), ("updatedAt", TIMESTAMPTZ)),
         ("templateId",),
         "updatedAt",
         response_key="templates",
+        paged=True,
+        listings=tuple({"templateType": t, "messageMedium": m} for t in TEMPLATE_TYPES for m in MESSAGE_MEDIUMS),
         timestamp_fields=("createdAt", "updatedAt"),
     ),
-    Stream(
+    export_stream(
         "users",
-        "export",
-        "export/data.json",
-        "window",
+        "user",
+        base_columns=(("email", "VARCHAR"), ("profileUpdatedAt", TIMESTAMPTZ)),
         primary_key=("email",),
         replication_key="profileUpdatedAt",
-        data_type_name="user",
         timestamp_fields=("profileUpdatedAt", "signupDate", *EXPORT_TIMESTAMPS),
+        json_string_fields=(),
         # The reference connector's (Singer tap-iterable) renames, kept so both keys survive
         # in a case-insensitive database.
         renames={"Industry": "_industry", "offers.Intro APR": "_offers.intro APR"},
-        group="iterable_events",
     ),
 )
 
 STREAMS_BY_NAME: dict[str, Stream] = {s.name: s for s in STREAMS}
-EXPORT_STREAMS: tuple[Stream, ...] = tuple(s for s in STREAMS if s.source == "export")
-CATALOG_STREAMS: tuple[Stream, ...] = tuple(s for s in STREAMS if s.source in ("resource", "templates", "metadata"))
 
-# templates are listed per type and medium; the API filters on both.
-TEMPLATE_TYPES = ("Base", "Blast", "Triggered", "Workflow")
-MESSAGE_MEDIUMS = ("Email", "Push", "InApp", "SMS")
+# `iterable-assets check` proves a key with a cheap resource call, then a one-minute export.
+KEY_CHECK_STREAM = STREAMS_BY_NAME["channels"]
+EXPORT_CHECK_STREAM = STREAMS_BY_NAME["email_send"]
+
+
+def children(stream: Stream, streams: tuple[Stream, ...] = STREAMS) -> tuple[Stream, ...]:
+    """The streams partitioned by the ids of `stream` (list_users, for lists)."""
+    return tuple(s for s in streams if s.parent == stream.name)
+
+
+def of_source(source: Source, streams: tuple[Stream, ...] = STREAMS) -> tuple[Stream, ...]:
+    return tuple(s for s in streams if s.source == source)

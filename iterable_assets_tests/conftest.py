@@ -17,7 +17,9 @@ from dagster_duckdb import DuckDBResource
 from iterable_assets import warehouse
 from iterable_assets.assets import build_assets
 from iterable_assets.client import IterableResource
+from iterable_assets.settings import load_settings
 from iterable_assets.simulator import Dataset, Simulator, SimulatorConfig
+from iterable_assets.streams import STREAMS, Stream
 
 API_KEY = "test-key-5f0c1d"
 START = date(2024, 1, 1)
@@ -40,12 +42,17 @@ def utc(*args) -> datetime:
     return datetime(*args, tzinfo=timezone.utc)
 
 
+# The settings tests run with: compressed rate windows, short timeouts, near-zero backoff.
+TEST_ENV = {"ITERABLE_EXPORT_REQUESTS_PER_MINUTE": "600", "ITERABLE_LIST_USERS_REQUESTS_PER_MINUTE": "600",
+            "ITERABLE_RATE_WINDOW_SECONDS": "1", "ITERABLE_REQUEST_TIMEOUT_SECONDS": "5",
+            "ITERABLE_RETRY_ATTEMPTS": "4", "ITERABLE_RETRY_BACKOFF_SECONDS": "0.01"}  # fmt: skip
+
+
 def iterable_resource(base_url: str, budget_dir: Path, **overrides) -> IterableResource:
-    """The resource as tests use it: compressed rate windows, short timeouts, near-zero backoff."""
-    settings = dict(api_key=API_KEY, base_url=base_url, export_requests_per_minute=600.0,
-                    list_users_requests_per_minute=600.0, rate_window_seconds=1.0, request_timeout_seconds=5.0,
-                    retry_attempts=4, retry_backoff_seconds=0.01, rate_budget_path=str(budget_dir))  # fmt: skip
-    return IterableResource(**{**settings, **overrides})
+    """The resource as tests use it (TEST_ENV), sharing a budget ledger in `budget_dir`."""
+    settings = load_settings({**TEST_ENV, "ITERABLE_BASE_URL": base_url})
+    fields = {"api_key": API_KEY, "rate_budget_path": str(budget_dir), **overrides}
+    return IterableResource.from_settings(settings, **fields)
 
 
 def dagster_materialize(*args: str) -> list[str]:
@@ -63,6 +70,7 @@ class Project:
     window_days: int = 30
     start_date: date = START
     resource_overrides: dict = field(default_factory=dict)
+    streams: tuple[Stream, ...] = STREAMS
 
     def resources(self) -> dict:
         iterable = iterable_resource(self.simulator.base_url, self.budget_dir, window_days=self.window_days,
@@ -80,7 +88,7 @@ class Project:
         if days:
             tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[1]}
         return dg.materialize(
-            build_assets(self.start_date),
+            build_assets(self.start_date, self.streams),
             selection=selection,
             instance=self.instance,
             resources=self.resources(),
@@ -141,14 +149,13 @@ def cli_env(project, tmp_path) -> dict:
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ITERABLE_", "DAGSTER_"))}
     env.update(
+        TEST_ENV,
         ITERABLE_API_KEY=API_KEY,
         ITERABLE_BASE_URL=project.simulator.base_url,
         ITERABLE_START_DATE="2024-01-01",
         ITERABLE_DUCKDB_PATH=project.database,
-        ITERABLE_RATE_WINDOW_SECONDS="1",
-        ITERABLE_EXPORT_REQUESTS_PER_MINUTE="600",
-        ITERABLE_LIST_USERS_REQUESTS_PER_MINUTE="600",
-        ITERABLE_RETRY_BACKOFF_SECONDS="0.01",
+        ITERABLE_RETRY_ATTEMPTS="6",
+        ITERABLE_REQUEST_TIMEOUT_SECONDS="300",
         DAGSTER_HOME=str(home),
     )
     return env

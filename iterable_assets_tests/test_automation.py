@@ -4,10 +4,13 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from iterable_assets import automation
-from iterable_assets.assets import LISTS_PARTITIONS
 from iterable_assets.definitions import build_definitions
+from iterable_assets.partitions import LISTS_PARTITIONS
 from iterable_assets.settings import load_settings
+
+from .conftest import TABLES
+
+DEFS = build_definitions(load_settings({"ITERABLE_START_DATE": "2024-01-01"}))
 
 
 def schedule(defs, name):
@@ -15,7 +18,7 @@ def schedule(defs, name):
 
 
 def test_every_table_has_a_daily_schedule_on_by_default():
-    defs = build_definitions(load_settings({"ITERABLE_START_DATE": "2024-01-01"}))
+    defs = DEFS
     covered = set()
     with dg.instance_for_test():  # resolving definitions reads the current instance
         jobs = {
@@ -25,11 +28,11 @@ def test_every_table_has_a_daily_schedule_on_by_default():
     for name, job in jobs.items():
         assert schedule(defs, name).default_status == dg.DefaultScheduleStatus.RUNNING
         covered |= {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
-    assert len(covered) == 16
+    assert len(covered) == len(TABLES)
 
 
 def test_exports_schedule_requests_the_latest_complete_day():
-    defs = build_definitions(load_settings({"ITERABLE_START_DATE": "2024-01-01"}))
+    defs = DEFS
     sched = schedule(defs, "iterable_exports_daily")
     with dg.instance_for_test() as instance:
         context = dg.build_schedule_context(
@@ -51,7 +54,7 @@ def test_list_users_schedule_requests_one_run_per_list():
         context = dg.build_schedule_context(
             instance=instance, scheduled_execution_time=datetime(2024, 3, 10, 2, 30, tzinfo=timezone.utc)
         )
-        requests = automation.list_users_schedule(context)
+        requests = schedule(DEFS, "iterable_list_users_daily")(context)
     assert sorted(r.partition_key for r in requests) == ["11", "12"]
 
 
@@ -63,7 +66,7 @@ def test_sensor_adds_new_lists_and_requests_their_runs_then_reacts_to_deletions(
 
     def tick():
         with dg.build_sensor_context(instance=project.instance, resources={"iterable": iterable}) as context:
-            return automation.lists_sensor(context)
+            return DEFS.resolve_sensor_def("iterable_lists_sensor")(context)
 
     result = tick()
     assert sorted(result.dynamic_partitions_requests[0].partition_keys) == ids
@@ -75,4 +78,4 @@ def test_sensor_adds_new_lists_and_requests_their_runs_then_reacts_to_deletions(
 
     project.dataset.delete_list(int(ids[0]))
     after = tick()
-    assert [r.job_name for r in after.run_requests] == [automation.catalog_job.name]
+    assert [r.job_name for r in after.run_requests] == ["iterable_catalog_job"]

@@ -2,7 +2,7 @@
 
 from datetime import datetime, timezone
 
-from iterable_assets.assets import LISTS_PARTITIONS
+from iterable_assets.partitions import LISTS_PARTITIONS
 
 from .conftest import utc
 

@@ -13,7 +13,7 @@ from contextlib import ExitStack
 import dagster as dg
 import pytest
 
-from iterable_assets.assets import LISTS_PARTITIONS
+from iterable_assets.partitions import LISTS_PARTITIONS
 
 from .conftest import ROOT, Project, dagster_materialize
 from .test_faults import (

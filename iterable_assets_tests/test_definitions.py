@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from iterable_assets.assets import EXPORT_POOL, LIST_USERS_POOL, build_assets
+from iterable_assets.assets import build_assets
 from iterable_assets.definitions import build_definitions
 from iterable_assets.settings import load_settings
 
@@ -27,7 +27,7 @@ def test_definitions_load_with_no_environment_variable(tmp_path):
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "16"
+    assert result.stdout.strip() == str(len(TABLES))
 
 
 def test_sixteen_assets_with_bare_keys():
@@ -51,11 +51,11 @@ def test_pools_partitions_and_backfill_policy():
         "users",
     ]:
         asset = by_name[name]
-        assert asset.op.pool == EXPORT_POOL
+        assert asset.op.pool == "iterable_export"
         assert isinstance(asset.partitions_def, dg.DailyPartitionsDefinition)
         assert asset.partitions_def.start.strftime("%Y-%m-%d") == "2026-01-01"
         assert asset.backfill_policy == dg.BackfillPolicy.single_run()
-    assert by_name["list_users"].op.pool == LIST_USERS_POOL
+    assert by_name["list_users"].op.pool == "iterable_list_users"
     assert isinstance(by_name["list_users"].partitions_def, dg.DynamicPartitionsDefinition)
     assert all(
         by_name[n].partitions_def is None

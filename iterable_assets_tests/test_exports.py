@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 import dagster as dg
 import pytest
 
-from iterable_assets.assets import export_windows
-from iterable_assets.simulator import Dataset, Simulator
-from iterable_assets.streams import EXPORT_STREAMS, STREAMS_BY_NAME
+from iterable_assets.partitions import export_windows
+from iterable_assets.simulator import EXPORT_DATA_TYPES, Dataset, Simulator
+from iterable_assets.streams import STREAMS, export_stream, of_source
 
 from .conftest import API_KEY, Project, small_config, utc
 
@@ -19,7 +19,7 @@ def parse_export_time(text: str) -> datetime:
 
 
 def expected_rows(project, stream_name: str, first_day: str, last_day: str) -> Counter:
-    stream = STREAMS_BY_NAME[stream_name]
+    stream = {s.name: s for s in project.streams}[stream_name]
     start = datetime.fromisoformat(first_day).replace(tzinfo=utc(2000, 1, 1).tzinfo)
     end = datetime.fromisoformat(last_day).replace(tzinfo=start.tzinfo) + timedelta(days=1)
     records = project.dataset.export_records(
@@ -29,7 +29,7 @@ def expected_rows(project, stream_name: str, first_day: str, last_day: str) -> C
 
 
 def stored_rows(project, stream_name: str) -> Counter:
-    rk = STREAMS_BY_NAME[stream_name].replication_key
+    rk = {s.name: s for s in project.streams}[stream_name].replication_key
     return Counter(project.query(f'SELECT email, "{rk}" FROM iterable.{stream_name}'))
 
 
@@ -43,7 +43,7 @@ def test_windows_cut_a_range_into_spans_of_at_most_n_days():
     assert list(export_windows(start, start, 30)) == []
 
 
-@pytest.mark.parametrize("stream", [s.name for s in EXPORT_STREAMS])
+@pytest.mark.parametrize("stream", [s.name for s in of_source("export")])
 def test_every_export_stream_loads_exactly_the_simulators_rows(project, stream):
     days = ("2024-01-03", "2024-01-12")
     project.materialize([stream], days=days)
@@ -55,6 +55,20 @@ def test_every_export_stream_loads_exactly_the_simulators_rows(project, stream):
     project.materialize([stream], days=days)
     project.materialize([stream], partition_key="2024-01-05")
     assert stored_rows(project, stream) == expected
+
+
+def test_adding_an_export_stream_is_one_catalog_entry(project):
+    """An export type the catalog does not have, added as one entry, loads exactly, re-runs exactly."""
+    catalog_types = {s.data_type_name for s in STREAMS}
+    data_type = next(t for t in EXPORT_DATA_TYPES if t not in catalog_types)
+    project.streams = (*STREAMS, export_stream("added_stream", data_type))
+    days = ("2024-01-03", "2024-01-12")
+    project.materialize(["added_stream"], days=days)
+    expected = expected_rows(project, "added_stream", *days)
+    assert sum(expected.values()) > 0
+    assert stored_rows(project, "added_stream") == expected
+    project.materialize(["added_stream"], partition_key="2024-01-05")
+    assert stored_rows(project, "added_stream") == expected
 
 
 def test_no_field_is_dropped_and_types_are_kept(project):
@@ -125,3 +139,7 @@ def test_a_365_day_range_makes_the_expected_number_of_export_requests(tmp_path, 
         metadata = result.asset_materializations_for_node("email_open")[0].metadata
         assert metadata["export_requests"].value == requests
         assert stored_rows(project, "email_open") == expected_rows(project, "email_open", "2023-01-01", "2023-12-31")
+
+
+def test_the_simulator_serves_every_export_type_the_catalog_names():
+    assert {s.data_type_name for s in of_source("export")} <= set(EXPORT_DATA_TYPES)

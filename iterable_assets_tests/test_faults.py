@@ -14,9 +14,9 @@ from collections import Counter, defaultdict
 import dagster as dg
 import pytest
 
-from iterable_assets.assets import LISTS_PARTITIONS
+from iterable_assets.partitions import LISTS_PARTITIONS
 from iterable_assets.simulator.server import Fault
-from iterable_assets.streams import EXPORT_STREAMS
+from iterable_assets.streams import of_source
 
 from .conftest import TABLES
 from .test_exports import expected_rows, stored_rows
@@ -24,7 +24,7 @@ from .test_exports import expected_rows, stored_rows
 DAYS = ("2024-01-03", "2024-01-16")  # one export window per stream (ITERABLE_WINDOW_DAYS 30)
 TABLE_SET = set(TABLES)
 CATALOG = ["campaigns", "channels", "lists", "message_types", "metadata", "templates"]
-EXPORTS = [s.name for s in EXPORT_STREAMS]
+EXPORTS = [s.name for s in of_source("export")]
 EXPORT = "/api/export/data.json"
 GET_USERS = "/api/lists/getUsers"
 GENERIC_500_MSG = "An error occurred. Please try again later"

@@ -44,12 +44,15 @@ WORKER = """
 import sys
 from datetime import datetime, timedelta, timezone
 from iterable_assets.client import IterableResource
+from iterable_assets.settings import load_settings
+from iterable_assets.streams import STREAMS_BY_NAME
 base_url, budget_dir, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-client = IterableResource(api_key="test-key-5f0c1d", base_url=base_url, export_requests_per_minute=240.0,
-                          rate_window_seconds=1.0, retry_attempts=1, rate_budget_path=budget_dir)
+settings = load_settings({"ITERABLE_BASE_URL": base_url, "ITERABLE_EXPORT_REQUESTS_PER_MINUTE": "240",
+                          "ITERABLE_RATE_WINDOW_SECONDS": "1", "ITERABLE_RETRY_ATTEMPTS": "1"})
+client = IterableResource.from_settings(settings, api_key="test-key-5f0c1d", rate_budget_path=budget_dir)
 day = datetime(2024, 1, 1, tzinfo=timezone.utc)
 for i in range(count):
-    with client.export("emailBounce", day + timedelta(days=i), day + timedelta(days=i + 1)):
+    with client.export(STREAMS_BY_NAME["email_bounce"], day + timedelta(days=i), day + timedelta(days=i + 1)):
         pass
 """
 

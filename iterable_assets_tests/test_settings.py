@@ -1,6 +1,10 @@
+import re
+
 import pytest
 
-from iterable_assets.settings import SettingsError, load_settings
+from iterable_assets.settings import VARIABLES, SettingsError, load_settings
+
+from .conftest import ROOT
 
 
 def test_defaults_need_no_environment():
@@ -63,3 +67,16 @@ def test_invalid_setting_fails_definitions_load(tmp_path):
     )
     assert result.returncode != 0
     assert "ITERABLE_WINDOW_DAYS='0' is not valid" in result.stderr
+
+
+def readme_settings_table() -> dict[str, str]:
+    """The README's configuration rows: variable -> its default cell."""
+    readme = (ROOT / "README.md").read_text()
+    return dict(re.findall(r"^\| `(ITERABLE_\w+)` \| ([^|]+?) \|", readme, flags=re.M))
+
+
+def test_the_readme_configuration_table_agrees_with_the_settings():
+    documented = readme_settings_table()
+    defaults = {name: f"`{spec.metadata['default']}`" for name, spec in VARIABLES.items()}
+    assert {name: documented.get(name) for name in defaults} == defaults
+    assert set(documented) - set(defaults) == {"ITERABLE_API_KEY"}  # read by Dagster at run time, never defaulted

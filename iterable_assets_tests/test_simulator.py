@@ -14,8 +14,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
+from iterable_assets import streams
 from iterable_assets.simulator import EXPORT_DATA_TYPES, Dataset, Fault, Simulator, SimulatorConfig
-from iterable_assets.simulator.data import MESSAGE_MEDIUMS, TEMPLATE_TYPES
+from iterable_assets.simulator import data as simulator_data
+from iterable_assets.streams import MESSAGE_MEDIUMS, TEMPLATE_TYPES
 
 EXPORT = "/api/export/data.json"
 JAN1, MAR1 = datetime(2024, 1, 1), datetime(2024, 3, 1)
@@ -75,6 +77,7 @@ def test_bad_or_missing_key_is_401(sim, headers):
 def test_read_only_key(sim):
     ro = {"Api-Key": "ro-key"}
     assert requests.get(sim.base_url + "/api/campaigns", headers=ro).status_code == 200
+    assert requests.get(sim.base_url + "/api/campaigns/metrics?campaignId=2220001", headers=ro).status_code == 200
     for path, params in [
         (EXPORT, {"dataTypeName": "emailSend", **JAN_1_TO_2}),
         ("/api/lists/getUsers", {"listId": 900001}),
@@ -88,7 +91,7 @@ def test_read_only_key(sim):
     [
         (EXPORT, {"dataTypeName": "emailSend", **JAN_1_TO_2, "startDateTime": "2024-13-01 00:00:00"}),
         (EXPORT, {"dataTypeName": "emailSend", **JAN_1_TO_2, "startDateTime": "yesterday"}),
-        (EXPORT, {"dataTypeName": "pushSend", **JAN_1_TO_2}),
+        (EXPORT, {"dataTypeName": "pushSent", **JAN_1_TO_2}),
         (EXPORT, JAN_1_TO_2),
         (EXPORT, {"dataTypeName": "emailSend", "startDateTime": "2024-01-01 00:00:00"}),
         (EXPORT, {"dataTypeName": "emailSend", "range": "Someday"}),
@@ -99,6 +102,9 @@ def test_read_only_key(sim):
         ("/api/campaigns", {"page": "0"}),
         ("/api/campaigns", {"pageSize": "1001"}),
         ("/api/campaigns", {"sort": "color"}),
+        ("/api/campaigns/metrics", {}),
+        ("/api/campaigns/metrics", {"campaignId": "2220001,2220002"}),
+        ("/api/campaigns/metrics", {"campaignId": 2220001, "startDateTime": "2024-13-01"}),
     ],
 )
 def test_bad_params_are_400(sim, http, path, params):
@@ -320,6 +326,9 @@ def test_templates_filters(sim, http, ds):
             assert got == ds.templates_for(t, m)
             seen += got
     assert sorted(seen, key=lambda t: t["templateId"]) == ds.templates() and len(seen) == 24
+    # one copy of the template filters: the simulator uses the catalog's
+    assert simulator_data.TEMPLATE_TYPES is streams.TEMPLATE_TYPES
+    assert simulator_data.MESSAGE_MEDIUMS is streams.MESSAGE_MEDIUMS
     assert not any("templateType" in t or "messageMedium" in t for t in seen)
     cut = sorted(t["createdAt"] for t in seen)[10]
     start = datetime.fromtimestamp(cut / 1000, timezone.utc).replace(tzinfo=None)
@@ -484,6 +493,8 @@ def test_cli_prints_url_and_stops_on_sigterm():
             "test-key",
             "--export-limit",
             "4/60",
+            "--campaign-metrics-limit",
+            "1/60",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -493,6 +504,11 @@ def test_cli_prints_url_and_stops_on_sigterm():
         assert line.startswith("ITERABLE_BASE_URL=http://127.0.0.1:")
         base = line.split("=", 1)[1]
         assert requests.get(base + "/api/channels", headers={"Api-Key": "test-key"}).status_code == 200
+        metrics = [
+            requests.get(base + "/api/campaigns/metrics?campaignId=2220001", headers={"Api-Key": "test-key"})
+            for _ in range(2)
+        ]
+        assert [r.status_code for r in metrics] == [200, 429]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
         assert proc.stdout.read() == ""

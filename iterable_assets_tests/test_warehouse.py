@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from iterable_assets import spool as spool_module
-from iterable_assets import warehouse
-from iterable_assets.spool import HEADER_BYTES, MAX_RECORD_BYTES, PART_LINES, NdjsonSpool
+from iterable_assets import loader, reader, warehouse
+from iterable_assets.reader import MAX_RECORD_BYTES
+from iterable_assets.spool import HEADER_BYTES, PART_LINES, NdjsonSpool
 from iterable_assets.streams import STREAMS_BY_NAME
 from iterable_assets.warehouse import LoadError, Scope
 
@@ -38,7 +38,7 @@ def event(i, **fields):
 
 def load(tmp_path, records, stream=SEND, scope=WINDOW):
     with warehouse.connect(str(tmp_path / "w.duckdb")) as con:
-        return warehouse.load_ndjson(con, stream, spool_of(tmp_path, records), scope)
+        return loader.load_ndjson(con, stream, spool_of(tmp_path, records), scope)
 
 
 def query(tmp_path, sql):
@@ -78,7 +78,7 @@ def typing_passes(monkeypatch):
     """The passes over the spool besides the load: "first" (typing the first part), "keys" (listing
     the body's keys), "body" (typing values of the whole body)."""
     passes = []
-    types, distinct_keys = spool_module._types, spool_module._distinct_keys
+    types, distinct_keys = reader.types_of, reader.distinct_keys
 
     def counted_types(con, path, keys):
         if keys:
@@ -89,8 +89,8 @@ def typing_passes(monkeypatch):
         passes.append("keys")
         return distinct_keys(con, path)
 
-    monkeypatch.setattr(spool_module, "_types", counted_types)
-    monkeypatch.setattr(spool_module, "_distinct_keys", counted_keys)
+    monkeypatch.setattr(reader, "types_of", counted_types)
+    monkeypatch.setattr(reader, "distinct_keys", counted_keys)
     return passes
 
 
@@ -240,7 +240,7 @@ def test_lines_that_are_not_json_objects_are_kept_aside_and_the_rest_loads(tmp_p
         + b'\n{"x": NaN}\n'
     )
     with warehouse.connect(str(tmp_path / "w.duckdb")) as con:
-        result = warehouse.load_ndjson(con, SEND, raw_spool(tmp_path, body), WINDOW)
+        result = loader.load_ndjson(con, SEND, raw_spool(tmp_path, body), WINDOW)
     assert (result.rows, result.replaced, result.rejected) == (2, 1, 3)
     assert query(tmp_path, "SELECT email FROM iterable.email_send ORDER BY 1") == [("u2@x.io",), ("u3@x.io",)]
     rejected = query(tmp_path, "SELECT stream, line, raw, error FROM iterable._rejected_records ORDER BY line")
@@ -266,11 +266,11 @@ def test_lines_that_are_not_json_objects_are_kept_aside_and_the_rest_loads(tmp_p
 def test_bodies_without_any_key(tmp_path, body, rows, rejected):
     load(tmp_path, [event(1)])
     with warehouse.connect(str(tmp_path / "w.duckdb")) as con:
-        result = warehouse.load_ndjson(con, SEND, raw_spool(tmp_path, body), WINDOW)
+        result = loader.load_ndjson(con, SEND, raw_spool(tmp_path, body), WINDOW)
     assert (result.rows, result.replaced, result.rejected) == (rows, 1, rejected)
     with pytest.raises(LoadError, match="2 records without any field"):
         with warehouse.connect(str(tmp_path / "w.duckdb")) as con:
-            warehouse.load_ndjson(con, SEND, raw_spool(tmp_path, b"{}\n{}\n"), WINDOW)
+            loader.load_ndjson(con, SEND, raw_spool(tmp_path, b"{}\n{}\n"), WINDOW)
 
 
 def test_records_up_to_the_size_duckdb_reads_load_and_longer_ones_are_kept_aside(tmp_path):
@@ -282,7 +282,7 @@ def test_records_up_to_the_size_duckdb_reads_load_and_longer_ones_are_kept_aside
     bigs, too_big = [line(i, MAX_RECORD_BYTES) for i in (2, 3)], line(4, 2 * MAX_RECORD_BYTES + 1)
     body = b"\n".join([json.dumps(event(1)).encode(), *bigs, too_big, json.dumps(event(5)).encode()]) + b"\n"
     with warehouse.connect(str(tmp_path / "w.duckdb")) as con:
-        result = warehouse.load_ndjson(con, SEND, raw_spool(tmp_path, body), WINDOW)
+        result = loader.load_ndjson(con, SEND, raw_spool(tmp_path, body), WINDOW)
     assert (result.rows, result.rejected) == (4, 1)
     assert query(tmp_path, "SELECT count(*) FROM iterable.email_send WHERE length(payload) > 16_000_000") == [(2,)]
     line_number, error, raw = query(tmp_path, "SELECT line, error, raw FROM iterable._rejected_records")[0]

@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--read-only-key", action="append", default=[], help="key without export/getUsers access")
     p.add_argument("--export-limit", type=_limit, help="e.g. 4/60 (requests per seconds)")
     p.add_argument("--list-users-limit", type=_limit, help="e.g. 5/60")
+    p.add_argument("--campaign-metrics-limit", type=_limit, help="e.g. 10/60")
     p.add_argument("--cache-dir", type=Path)
     args = p.parse_args(argv)
 
@@ -45,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     keys = {k: "full" for k in args.api_key or ["test-key"]} | {k: "read_only" for k in args.read_only_key}
     limits = {
-        name: limit for name, limit in (("export", args.export_limit), ("list_users", args.list_users_limit)) if limit
+        name: limit
+        for name, limit in (
+            ("export", args.export_limit),
+            ("list_users", args.list_users_limit),
+            ("campaign_metrics", args.campaign_metrics_limit),
+        )
+        if limit
     }
     # Block the signals before any thread starts so that only sigwait() below receives them.
     signals = {signal.SIGTERM, signal.SIGINT}

@@ -8,6 +8,8 @@ tests provoke the failures real clients must survive.
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 import re
 import socket
@@ -22,7 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NamedTuple
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-from .data import MESSAGE_MEDIUMS, TEMPLATE_TYPES, Dataset, canonical_data_type
+from iterable_assets.streams import MESSAGE_MEDIUMS, TEMPLATE_TYPES
+
+from .data import Dataset
+from .events import canonical_data_type
 
 
 def error_body(msg: str, code: str, params: dict | None = None) -> bytes:
@@ -48,7 +53,12 @@ _DEFAULT_BODIES = {
     504: error_body("Gateway timeout. Try again later.", "GenericError"),
 }
 FAULT_KINDS = ("status", "cut", "slow_first_byte", "malformed_line", "body")
-RATE_LIMIT_FAMILIES = {"export": "/api/export/data.json", "list_users": "/api/lists/getUsers"}
+RATE_LIMIT_FAMILIES = {
+    "export": "/api/export/data.json",
+    "list_users": "/api/lists/getUsers",
+    "campaign_metrics": "/api/campaigns/metrics",
+}
+_FULL_ACCESS_ONLY = {"export", "list_users"}  # families a read-only key gets 401 on
 _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?)\s*(Z|[+-]\d{2}:?\d{2}|\d{2}:?\d{2})?")
 
 
@@ -98,11 +108,19 @@ class Fault:
         return status, self.content_type, body, headers
 
 
+class Query(dict):
+    """The first value of each query parameter (clients repeat parameters); ``lists`` keeps every value."""
+
+    def __init__(self, lists: dict[str, list[str]]):
+        super().__init__((k, v[0]) for k, v in lists.items())
+        self.lists = lists
+
+
 class RequestRecord(NamedTuple):
     monotonic: float
     wall: float
     path: str
-    params: dict  # first value of each query parameter
+    params: Query  # first value of each query parameter
     status: int
 
 
@@ -185,6 +203,7 @@ class Simulator:
             "/api/templates": (self._templates, None),
             "/api/metadata": (self._metadata, None),
             "/api/export/data.json": (self._export, "export"),
+            "/api/campaigns/metrics": (self._campaign_metrics, "campaign_metrics"),
         }
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -292,7 +311,7 @@ class Simulator:
         role = self.api_keys.get(headers.get("Api-Key") or headers.get("api_key") or params.get("api_key"))
         if role is None:
             return 401, "application/json", _BAD_KEY, {}
-        if family and role != "full":
+        if family in _FULL_ACCESS_ONLY and role != "full":
             return 401, "application/json", _NO_PERMISSION, {}
         if family and not self._allow(family):
             return 429, "application/json", _RATE_LIMITED, {}
@@ -373,6 +392,32 @@ class Simulator:
         elif start is None or end is None:
             raise _bad_params(startDateTime=params.get("startDateTime"), endDateTime=params.get("endDateTime"))
         return 200, "application/x-json-stream", self.dataset.export_chunks(name, start, end), {}
+
+    def _campaign_metrics(self, path, params, host):
+        ids = params.lists.get("campaignId")
+        if not ids:
+            raise _bad_params(campaignId=None)
+        try:
+            ids = [int(i) for i in ids]
+        except ValueError:
+            raise _bad_params(campaignId=ids) from None
+        for name in ("startDateTime", "endDateTime"):  # a bare date is accepted too (Estuary sends one)
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", params.get(name, "")):
+                params = {**params, name: params[name] + " 00:00:00"}
+        rows = self.dataset.campaign_metrics(
+            ids, _date_param(params, "startDateTime"), _date_param(params, "endDateTime")
+        )
+        columns = sorted({column for row in rows for column in row if column != "id"})
+        out = io.StringIO()
+        writer = csv.DictWriter(out, ["id", *columns], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: _number(v) for k, v in row.items()} for row in rows)
+        return 200, "text/csv", out.getvalue().encode(), {}
+
+
+def _number(value: int | float) -> str:
+    """Counts as integers, amounts with at most two decimals ("12", "97.5")."""
+    return str(value) if isinstance(value, int) else f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def _epoch_ms(dt: datetime) -> int:
@@ -479,7 +524,7 @@ class _Handler(BaseHTTPRequestHandler):
         sim, arrived, wall = self.sim, time.monotonic(), time.time()
         url = urlsplit(self.path)
         path = unquote(url.path)
-        params = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        params = Query(parse_qs(url.query, keep_blank_values=True))
         fault = sim._take_fault(path, params)
         if fault and fault.kind in ("status", "body"):
             response = fault.response()

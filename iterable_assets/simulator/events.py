@@ -1,0 +1,571 @@
+"""Export record builders, one per Iterable export ``dataTypeName``, and the registry that makes the set of
+served types data: type -> (builder, daily volume, medium of the campaigns its events reference).
+
+Builders write NDJSON lines from pre-encoded JSON fragments (the export hot loop). Each takes
+(rng, day "YYYY-MM-DD", day epoch ms, second of day, user, campaign). A user is a tuple of JSON-encoded
+members (email, ip, userId, subscribe fields, list ids, phone number, deviceInfo object, push endpoint);
+a campaign is (campaignId, templateId, messageTypeId, channelId, contentId), or None for types whose
+events carry no campaign. Field names and JSON types follow public connector schemas (Airbyte, Matatika,
+Fivetran) and Iterable's SDKs; several per-type details are unconfirmed guesses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import date, timedelta
+from functools import lru_cache
+from typing import NamedTuple
+
+_HMS = [f"{h:02d}:{m:02d}:{s:02d}" for h in range(24) for m in range(60) for s in range(60)]
+
+
+def _j(value) -> str:
+    """Compact JSON like Iterable's export (raw UTF-8; quotes and control characters escaped)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _fields(obj: dict) -> str:
+    """JSON object members ready to splice into a line, with a trailing comma ('' when empty)."""
+    return _j(obj)[1:-1] + "," if obj else ""
+
+
+_WEBKIT = "AppleWebKit/537.36 (KHTML, like Gecko)"
+_AGENTS = [
+    _fields({"userAgent": ua, "userAgentDevice": dev, **extra})
+    for ua, dev, extra in (
+        (f"Mozilla/5.0 (X11; Linux x86_64) {_WEBKIT} Chrome/88.0.4324.150 Safari/537.36", "Linux", {}),
+        (f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) {_WEBKIT} Chrome/120.0 Safari/537.36", "Windows", {}),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+            "Mobile/15E148",
+            "iPhone",
+            {},
+        ),
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0",
+            "Mac",
+            {},
+        ),
+        (f"Mozilla/5.0 (Linux; Android 14; Pixel 8) {_WEBKIT} Chrome/120.0 Mobile Safari/537.36", "Android", {}),
+        (
+            "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
+            "Gmail",
+            {"proxySource": "Gmail"},
+        ),
+    )
+]
+_LOCATIONS = [
+    _fields(loc)
+    for loc in (
+        {"city": "Kyiv", "country": "Ukraine", "region": "30"},
+        {"city": "Hyderabad", "country": "India", "region": "TG"},
+        {"city": "São Paulo", "country": "Brazil", "region": "SP"},
+        {"city": "Zürich", "country": "Switzerland", "region": "ZH"},
+        {"city": "Denver", "country": "United States", "region": "CO"},
+        {"country": "Germany"},
+        {},
+        {},
+    )
+]
+_URLS = [
+    _j(u)
+    for u in (
+        "https://iterable.com",
+        "https://example.com/p/red-shirt",
+        "https://example.com/sale?utm_source=email&utm_campaign=spring",
+        "https://example.com/unsubscribe?list=all",
+        'https://example.com/blog/"quoted"-post',
+    )
+]
+_TRANSACTIONAL = [
+    ',"transactionalData":' + _j(_j(obj))
+    for obj in (  # a JSON-encoded *string*, as Iterable sends it
+        {"name": "Red Shirt", "sku": "sku1", "price": 25},
+        {"name": "Blue Jeans", "sku": "sku2", "price": 60, "categories": ["apparel", "denim"]},
+        {"name": "Café Mug", "sku": "sku3", "price": 12, "compare_at_price": 15.5, "vendor": "Acme"},
+        {"orderId": "A-1001", "total": 97.0, "items": [{"sku": "sku1", "qty": 2}]},
+    )
+]
+_SKIP_REASONS = [
+    _j(r)
+    for r in (
+        "DuplicateMarketingMessage",
+        "FrequencyCapExceeded",
+        "MessageTypeUnsubscribed",
+        "ListUnsubscribed",
+        "InvalidEmail",
+    )
+]
+_BOUNCES = [
+    _fields({"recipientState": state, "status": code})
+    for state, code in (
+        ("HardBounce", "5.1.1"),
+        ("HardBounce", "5.1.10"),
+        ("SoftBounce", "4.2.2"),
+        ("SoftBounce", "4.4.7"),
+    )
+]
+_SIGNUP_SOURCES = ("ListAPI", "Import", "WebForm", "API")
+_UNSUB_SOURCES = ("EmailLink", "Import", "ListAPI")
+
+
+# ---- email ----------------------------------------------------------------------------------
+
+
+def _email_send(r, d, t, s, u, c, skip=False):
+    x = r.random()
+    tx = _TRANSACTIONAL[int(x * 5 * len(_TRANSACTIONAL))] if x < 0.2 else ""
+    if skip:
+        return (
+            f'{{"email":{u[0]},"createdAt":"{d} {_HMS[s]} +00:00","campaignId":{c[0]},"templateId":{c[1]},'
+            f'"messageId":"{r.getrandbits(128):032x}","messageTypeId":{c[2]},"channelId":{c[3]},'
+            f'"contentId":{c[4]},"reason":{_SKIP_REASONS[int(r.random() * len(_SKIP_REASONS))]}{tx}}}\n'
+        )
+    b = f"{r.getrandbits(128):032x}"
+    return (
+        f'{{"email":{u[0]},"messageTypeId":{c[2]},"catalogLookupCount":0,"templateId":{c[1]},'
+        f'"messageBusId":"0100{t + s * 1000 + int(x * 1000):012x}-'
+        f'{b[:8]}-{b[8:12]}-{b[12:16]}-{b[16:20]}-{b[20:]}-000000",'
+        f'"messageId":"{r.getrandbits(128):032x}","createdAt":"{d} {_HMS[s]} +00:00","catalogCollectionCount":0,'
+        f'"campaignId":{c[0]},"channelId":{c[3]},"productRecommendationCount":0,"contentId":{c[4]}{tx}}}\n'
+    )
+
+
+def _email_send_skip(r, d, t, s, u, c):
+    return _email_send(r, d, t, s, u, c, skip=True)
+
+
+def _email_open(r, d, t, s, u, c):
+    return (
+        f'{{{_LOCATIONS[int(r.random() * len(_LOCATIONS))]}"ip":{u[1]},"email":{u[0]},'
+        f'{_AGENTS[int(r.random() * len(_AGENTS))]}"templateId":{c[1]},"messageId":"{r.getrandbits(128):032x}",'
+        f'"createdAt":"{d} {_HMS[s]} +00:00","campaignId":{c[0]}}}\n'
+    )
+
+
+def _email_click(r, d, t, s, u, c):
+    x = r.random()
+    return (
+        f'{{{_LOCATIONS[int(r.random() * len(_LOCATIONS))]}"ip":{u[1]},'
+        f'{_AGENTS[int(r.random() * len(_AGENTS))]}"templateId":{c[1]},"messageId":"{r.getrandbits(128):032x}",'
+        f'"createdAt":"{d} {_HMS[s]} +00:00","campaignId":{c[0]},"hrefIndex":{int(x * 6)},"email":{u[0]},'
+        f'"url":{_URLS[int(x * len(_URLS))]},"contentId":{c[4]}}}\n'
+    )
+
+
+def _email_bounce(r, d, t, s, u, c):
+    return (
+        f'{{"email":{u[0]},"templateId":{c[1]},{_BOUNCES[int(r.random() * len(_BOUNCES))]}'
+        f'"messageId":"{r.getrandbits(128):032x}","createdAt":"{d} {_HMS[s]} +00:00","campaignId":{c[0]}}}\n'
+    )
+
+
+def _email_complaint(r, d, t, s, u, c):
+    return (
+        f'{{"email":{u[0]},"createdAt":"{d} {_HMS[s]} +00:00","campaignId":{c[0]},"templateId":{c[1]},'
+        f'"messageId":"{r.getrandbits(128):032x}","recipientState":"Complaint"}}\n'
+    )
+
+
+def _email_subscribe(r, d, t, s, u, c):
+    updated = _HMS[max(0, s - int(r.random() * 120))]  # the profile is written just before the event
+    return (
+        f'{{"email":{u[0]},"emailListIds":{u[4]},"channelIds":[],{u[3]}"profileUpdatedAt":"{d} {updated} +00:00",'
+        f'"userId":{u[2]},"createdAt":"{d} {_HMS[s]} +00:00",'
+        f'"signupSource":"{_SIGNUP_SOURCES[int(r.random() * len(_SIGNUP_SOURCES))]}"}}\n'
+    )
+
+
+def _email_unsubscribe(r, d, t, s, u, c):
+    x = r.random()
+    if x < 0.3:
+        return (
+            f'{{"email":{u[0]},"unsubSource":"HardBounce","emailListIds":[],"channelIds":[{c[3]}],'
+            f'"templateId":{c[1]},"recipientState":"HardBounce","status":"5.1.1",'
+            f'"messageId":"{r.getrandbits(128):032x}","createdAt":"{d} {_HMS[s]} +00:00","campaignId":{c[0]}}}\n'
+        )
+    return (
+        f'{{"email":{u[0]},"unsubSource":"{_UNSUB_SOURCES[int(x * 10) % 3]}","emailListIds":{u[4]},'
+        f'"channelIds":[],"createdAt":"{d} {_HMS[s]} +00:00"}}\n'
+    )
+
+
+# ---- other channels -------------------------------------------------------------------------
+
+_BOOL = ("false", "true")
+_CATALOG = ',"catalogLookupCount":0,"catalogCollectionCount":0,"productRecommendationCount":0'
+_CHANNEL_SKIP_REASONS = [
+    _j(r) for r in ("DuplicateMarketingMessage", "FrequencyCapExceeded", "MessageTypeUnsubscribed", "ListUnsubscribed")
+]
+_PUSH_MESSAGES = [_j(m) for m in ("Your cart misses you 🛒", "Flash sale: 20% off today", 'New "classic" tees are in')]
+_WEB_PUSHES = [
+    f',"webPushMessage":{_j(title)},"webPushBody":{_j(body)},"webPushIcon":"https://example.com/i/icon.png",'
+    f'"webPushClickAction":{_j(url)}'
+    for title, body, url in (
+        ("Back in stock", "The Red Shirt is back.", "https://example.com/p/red-shirt"),
+        ("Spring sale", "Up to 40% off, today only.", "https://example.com/sale?utm_source=webpush"),
+    )
+]
+_CONTEXTS = [
+    _j({"saveToInbox": inbox, "silentInbox": silent, "location": location})
+    for inbox, silent, location in ((False, False, "in-app"), (True, False, "in-app"), (True, True, "inbox"))
+]
+_IN_APP_BODIES = [
+    _j(html)
+    for html in (
+        '<div class="promo"><h1>Spring sale</h1><a href="https://example.com/sale">Shop now</a></div>',
+        '<div><p>Rate your last order</p><a href="itbl://dismiss">Later</a></div>',
+    )
+]
+_PRIORITIES = ("100.5", "200.5", "300.5", "300.5", "400.5")
+_DELETE_ACTIONS = ('"inbox-swipe"', '"delete-button"')
+_SMS_SENDER_ID = 4021
+_SMS_TEXTS = [_j(t) for t in ("Acme: 20% off today with code SPRING. Reply STOP to opt out.", "Your order shipped 📦")]
+_SMS_REPLIES = [_j(t) for t in ("STOP", "YES", "Thanks!", "HELP")]
+_SMS_ERRORS = [
+    _j({"code": code, "message": msg, "moreInfo": f"https://www.twilio.com/docs/errors/{code}", "status": 400})
+    for code, msg in ((30003, "Unreachable destination handset"), (30005, "Unknown destination handset"))
+]
+_PRODUCTS = [  # (price in cents, item JSON without its closing brace)
+    (price, _j({"id": sku, "sku": sku, "name": name, "categories": cats, "price": price / 100})[:-1])
+    for sku, name, cats, price in (
+        ("sku1", "Red Shirt", ["apparel"], 2500),
+        ("sku2", "Blue Jeans", ["apparel", "denim"], 5999),
+        ("sku3", "Café Mug", ["kitchen"], 1250),
+    )
+]
+_PURCHASE_FIELDS = [_j(f) for f in ({"storeId": "web"}, {"storeId": "ios-app", "couponCode": "SPRING"}, {})]
+_CUSTOM_EVENTS = [
+    f',"eventName":{_j(name)},"dataFields":{_j(fields)}'
+    for name, fields in (
+        ("appOpened", {"screen": "home", "appVersion": "5.2.1"}),
+        ("productViewed", {"sku": "sku2", "price": 59.99, "categories": ["apparel", "denim"]}),
+        ("updateCart", {"updatedShoppingCartItems": [{"id": "sku1", "name": "Red Shirt", "price": 25, "quantity": 2}]}),
+        ("formSubmitted", {"form": {"name": "newsletter", "fields": 3}, "consent": True}),
+    )
+]
+
+
+def _pick(r, options):
+    return options[int(r.random() * len(options))]
+
+
+def _uuid(r) -> str:
+    h = f"{r.getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@lru_cache(maxsize=1024)
+def _month_later(d: str) -> str:
+    return (date.fromisoformat(d) + timedelta(days=30)).isoformat()
+
+
+def _who(d, s, u) -> str:
+    """The recipient and createdAt members (no braces)."""
+    return f'"email":{u[0]},"userId":{u[2]},"createdAt":"{d} {_HMS[s]} +00:00"'
+
+
+def _msg(r, d, s, u, c) -> str:
+    """_who plus the campaign, template and message ids."""
+    return f'{_who(d, s, u)},"campaignId":{c[0]},"templateId":{c[1]},"messageId":"{r.getrandbits(128):032x}"'
+
+
+def _ids(c) -> str:
+    return f',"messageTypeId":{c[2]},"channelId":{c[3]},"contentId":{c[4]}'
+
+
+def _message_event(r, d, t, s, u, c):
+    """Types without a dedicated builder (embedded*, whatsApp*, rcs*, inAppRecall, journeyExit, anonSession)."""
+    return f"{{{_msg(r, d, s, u, c)}{_ids(c)}}}\n" if c else f"{{{_who(d, s, u)}}}\n"
+
+
+def _send_skip(r, d, t, s, u, c):
+    return f'{{{_msg(r, d, s, u, c)}{_ids(c)},"reason":{_pick(r, _CHANNEL_SKIP_REASONS)}}}\n'
+
+
+def _push_send(r, d, t, s, u, c):
+    return (
+        f'{{{_msg(r, d, s, u, c)}{_ids(c)},"platformEndpoint":{u[7]},"notificationsEnabled":'
+        f'{_BOOL[r.random() < 0.95]},"isGhostPush":false,"pushMessage":{_pick(r, _PUSH_MESSAGES)}{_CATALOG}}}\n'
+    )
+
+
+def _push_open(r, d, t, s, u, c):
+    return f'{{{_msg(r, d, s, u, c)},"appAlreadyRunning":{_BOOL[r.random() < 0.3]},"actionIdentifier":"default"}}\n'
+
+
+def _push_bounce(r, d, t, s, u, c):
+    return f'{{{_msg(r, d, s, u, c)},"messageTypeId":{c[2]},"channelId":{c[3]},"platformEndpoint":{u[7]}}}\n'
+
+
+def _push_uninstall(r, d, t, s, u, c):
+    return f'{{{_msg(r, d, s, u, c)},"platformEndpoint":{u[7]},"isGhostPush":{_BOOL[r.random() < 0.5]}}}\n'
+
+
+def _web_push_send(r, d, t, s, u, c):
+    return f"{{{_msg(r, d, s, u, c)}{_ids(c)}{_pick(r, _WEB_PUSHES)}{_CATALOG}}}\n"
+
+
+def _web_push_click(r, d, t, s, u, c):
+    return f'{{{_pick(r, _AGENTS)}{_msg(r, d, s, u, c)},"url":{_pick(r, _URLS)}}}\n'
+
+
+def _in_app_send(r, d, t, s, u, c):
+    return (
+        f'{{{_msg(r, d, s, u, c)}{_ids(c)},"expiresAt":"{_month_later(d)} {_HMS[s]} +00:00",'
+        f'"priorityLevel":{_pick(r, _PRIORITIES)},"messageContext":{_pick(r, _CONTEXTS)},'
+        f'"inAppBody":{_pick(r, _IN_APP_BODIES)}{_CATALOG}}}\n'
+    )
+
+
+def _in_app(r, d, s, u, c) -> str:
+    """Members shared by in-app engagement events (no braces)."""
+    return (
+        f'{_msg(r, d, s, u, c)},"expiresAt":"{_month_later(d)} {_HMS[s]} +00:00","deviceInfo":{u[6]},'
+        f'"messageContext":{_pick(r, _CONTEXTS)}'
+    )
+
+
+def _in_app_event(r, d, t, s, u, c):
+    return f"{{{_in_app(r, d, s, u, c)}}}\n"
+
+
+def _in_app_click(r, d, t, s, u, c):
+    return f'{{{_in_app(r, d, s, u, c)},"clickedUrl":{_pick(r, _URLS)}}}\n'
+
+
+def _in_app_close(r, d, t, s, u, c):
+    x = r.random()
+    if x < 0.3:
+        return f'{{{_in_app(r, d, s, u, c)},"closeAction":"link","clickedUrl":{_URLS[int(x * 10)]}}}\n'
+    action = "back" if x < 0.9 else "unknown"
+    return f'{{{_in_app(r, d, s, u, c)},"closeAction":"{action}"}}\n'
+
+
+def _in_app_delete(r, d, t, s, u, c):
+    return f'{{{_in_app(r, d, s, u, c)},"deleteAction":{_pick(r, _DELETE_ACTIONS)}}}\n'
+
+
+def _impression(r) -> str:
+    return (
+        f'"messageId":"{r.getrandbits(128):032x}","silentInbox":{_BOOL[r.random() < 0.2]},'
+        f'"displayCount":{r.randint(1, 3)},"displayDuration":{r.randint(5, 600) / 10}'
+    )
+
+
+def _inbox_session(r, d, t, s, u, c):
+    begin, total = max(0, s - r.randint(5, 600)), r.randint(1, 12)
+    unread = r.randint(0, total)
+    impressions = ",".join("{" + _impression(r) + "}" for _ in range(r.randint(0, 3)))
+    return (
+        f'{{{_who(d, s, u)},"inboxSessionId":"{_uuid(r)}","inboxSessionStart":"{d} {_HMS[begin]} +00:00",'
+        f'"inboxSessionEnd":"{d} {_HMS[s]} +00:00","startTotalMessageCount":{total},'
+        f'"startUnreadMessageCount":{unread},"endTotalMessageCount":{total},'
+        f'"endUnreadMessageCount":{r.randint(0, unread)},"impressions":[{impressions}],"deviceInfo":{u[6]}}}\n'
+    )
+
+
+def _inbox_message_impression(r, d, t, s, u, c):
+    return (
+        f'{{{_who(d, s, u)},"campaignId":{c[0]},"templateId":{c[1]},{_impression(r)},'
+        f'"inboxSessionId":"{_uuid(r)}","deviceInfo":{u[6]}}}\n'
+    )
+
+
+def _sms_send(r, d, t, s, u, c):
+    return (
+        f'{{{_msg(r, d, s, u, c)}{_ids(c)},"toPhoneNumber":{u[5]},"fromSMSSenderId":{_SMS_SENDER_ID},'
+        f'"smsSendCount":1,"mmsSendCount":0,"isSMSEstimation":false,"renderedSmsMessage":{_pick(r, _SMS_TEXTS)},'
+        f'"messageBusId":"SM{r.getrandbits(128):032x}"{_CATALOG}}}\n'
+    )
+
+
+def _sms_bounce(r, d, t, s, u, c):
+    return (
+        f'{{{_msg(r, d, s, u, c)}{_ids(c)},"toPhoneNumber":{u[5]},"fromSMSSenderId":{_SMS_SENDER_ID},'
+        f'"smsProviderResponse":{_pick(r, _SMS_ERRORS)}}}\n'
+    )
+
+
+def _sms_click(r, d, t, s, u, c):
+    return f'{{{_msg(r, d, s, u, c)}{_ids(c)},"messageBusId":"SM{r.getrandbits(128):032x}"}}\n'
+
+
+def _sms_received(r, d, t, s, u, c):
+    return (
+        f'{{{_who(d, s, u)},"fromPhoneNumber":{u[5]},"toPhoneNumber":"+15550100000",'
+        f'"smsMessage":{_pick(r, _SMS_REPLIES)},"smsReceiveCount":1,"mmsReceiveCount":0,'
+        f'"recipientCountryName":"United States","recipientCountryCallingCode":"1"}}\n'
+    )
+
+
+def _sms_usage_info(r, d, t, s, u, c):
+    return (
+        f'{{{_msg(r, d, s, u, c)},"toPhoneNumber":{u[5]},"smsSendCount":{1 + (r.random() < 0.1)},'
+        f'"mmsSendCount":0,"recipientCountryName":"United States","billingParty":"Iterable"}}\n'
+    )
+
+
+def _purchase(r, d, t, s, u, c):
+    cents, items = 0, []
+    for _ in range(1 + int(r.random() * 3)):
+        price, item = _pick(r, _PRODUCTS)
+        quantity = 1 + int(r.random() * 2)
+        cents += price * quantity
+        items.append(f'{item},"quantity":{quantity}}}')
+    attribution = f',"campaignId":{c[0]},"templateId":{c[1]}' if r.random() < 0.4 else ""
+    return (
+        f'{{{_who(d, s, u)},"id":"{r.getrandbits(64):016x}","total":{cents // 100}.{cents % 100:02d},'
+        f'"shoppingCartItems":[{",".join(items)}],"dataFields":{_pick(r, _PURCHASE_FIELDS)}{attribution}}}\n'
+    )
+
+
+def _custom_event(r, d, t, s, u, c):
+    attribution = f',"campaignId":{c[0]},"templateId":{c[1]}' if r.random() < 0.2 else ""
+    return f"{{{_who(d, s, u)}{_pick(r, _CUSTOM_EVENTS)}{attribution}}}\n"
+
+
+def _hosted_unsubscribe_click(r, d, t, s, u, c):
+    return (
+        f'{{{_pick(r, _LOCATIONS)}"ip":{u[1]},{_pick(r, _AGENTS)}{_msg(r, d, s, u, c)},'
+        f'"url":"https://links.iterable.com/e/unsubscribe?_t={r.getrandbits(64):016x}"}}\n'
+    )
+
+
+# ---- the registry ---------------------------------------------------------------------------
+
+
+class EventType(NamedTuple):
+    build: Callable[..., str]
+    scale: float  # daily volume relative to SimulatorConfig.events_per_day
+    medium: str | None  # messageMedium of the campaigns the events reference; None: no campaign
+
+
+# Every export dataTypeName in Iterable's own client (Iterable/api-client src/types/export.ts) except "user".
+# Channels without a campaign medium of their own reuse the nearest one (web push: Push; embedded: InApp;
+# WhatsApp, RCS: SMS); purchase, customEvent and hostedUnsubscribeClick attribute to Email campaigns.
+EVENT_TYPES: dict[str, EventType] = {
+    "emailSend": EventType(_email_send, 1.0, "Email"),
+    "emailOpen": EventType(_email_open, 0.5, "Email"),
+    "emailClick": EventType(_email_click, 0.2, "Email"),
+    "emailBounce": EventType(_email_bounce, 0.05, "Email"),
+    "emailComplaint": EventType(_email_complaint, 0.01, "Email"),
+    "emailSendSkip": EventType(_email_send_skip, 0.05, "Email"),
+    "emailSubscribe": EventType(_email_subscribe, 0.1, "Email"),
+    "emailUnsubscribe": EventType(_email_unsubscribe, 0.05, "Email"),
+    "hostedUnsubscribeClick": EventType(_hosted_unsubscribe_click, 0.02, "Email"),
+    "pushSend": EventType(_push_send, 0.4, "Push"),
+    "pushSendSkip": EventType(_send_skip, 0.02, "Push"),
+    "pushOpen": EventType(_push_open, 0.1, "Push"),
+    "pushBounce": EventType(_push_bounce, 0.02, "Push"),
+    "pushUninstall": EventType(_push_uninstall, 0.02, "Push"),
+    "webPushSend": EventType(_web_push_send, 0.1, "Push"),
+    "webPushClick": EventType(_web_push_click, 0.03, "Push"),
+    "webPushSendSkip": EventType(_send_skip, 0.02, "Push"),
+    "inAppSend": EventType(_in_app_send, 0.3, "InApp"),
+    "inAppDelivery": EventType(_in_app_event, 0.25, "InApp"),
+    "inAppOpen": EventType(_in_app_event, 0.15, "InApp"),
+    "inAppClick": EventType(_in_app_click, 0.05, "InApp"),
+    "inAppClose": EventType(_in_app_close, 0.1, "InApp"),
+    "inAppDelete": EventType(_in_app_delete, 0.03, "InApp"),
+    "inAppSendSkip": EventType(_send_skip, 0.02, "InApp"),
+    "inAppRecall": EventType(_message_event, 0.02, "InApp"),
+    "inboxSession": EventType(_inbox_session, 0.05, None),
+    "inboxMessageImpression": EventType(_inbox_message_impression, 0.1, "InApp"),
+    "smsSend": EventType(_sms_send, 0.2, "SMS"),
+    "smsBounce": EventType(_sms_bounce, 0.02, "SMS"),
+    "smsClick": EventType(_sms_click, 0.03, "SMS"),
+    "smsReceived": EventType(_sms_received, 0.03, None),
+    "smsSendSkip": EventType(_send_skip, 0.02, "SMS"),
+    "smsUsageInfo": EventType(_sms_usage_info, 0.2, "SMS"),
+    "purchase": EventType(_purchase, 0.05, "Email"),
+    "customEvent": EventType(_custom_event, 0.3, "Email"),
+    "embeddedSend": EventType(_message_event, 0.05, "InApp"),
+    "embeddedSendSkip": EventType(_send_skip, 0.02, "InApp"),
+    "embeddedReceived": EventType(_message_event, 0.05, "InApp"),
+    "embeddedImpression": EventType(_message_event, 0.05, "InApp"),
+    "embeddedClick": EventType(_message_event, 0.02, "InApp"),
+    "embeddedSession": EventType(_message_event, 0.02, None),
+    "anonSession": EventType(_message_event, 0.02, None),
+    "journeyExit": EventType(_message_event, 0.02, None),
+    "rcsSend": EventType(_message_event, 0.02, "SMS"),
+    "rcsSendSkip": EventType(_send_skip, 0.02, "SMS"),
+    "whatsAppSend": EventType(_message_event, 0.05, "SMS"),
+    "whatsAppSendSkip": EventType(_send_skip, 0.02, "SMS"),
+    "whatsAppBounce": EventType(_message_event, 0.02, "SMS"),
+    "whatsAppClick": EventType(_message_event, 0.02, "SMS"),
+    "whatsAppReceived": EventType(_message_event, 0.02, "SMS"),
+    "whatsAppSeen": EventType(_message_event, 0.03, "SMS"),
+    "whatsAppUsageInfo": EventType(_message_event, 0.05, "SMS"),
+}
+EXPORT_DATA_TYPES = (*EVENT_TYPES, "user")
+# Case-insensitive lookup; the spec's "emailUnSubscribe" lowercases to the same key.
+_CANONICAL = {name.lower(): name for name in EXPORT_DATA_TYPES}
+
+
+def canonical_data_type(name: str) -> str:
+    """The canonical export dataTypeName for ``name`` (case-insensitive); ValueError if unknown."""
+    try:
+        return _CANONICAL[str(name).lower()]
+    except KeyError:
+        raise ValueError(f"unknown dataTypeName {name!r}") from None
+
+
+class Metric(NamedTuple):
+    column: str  # as in Iterable's GET /api/campaigns/metrics CSV header
+    data_type: str  # the export events it counts (those with the campaign's campaignId)
+    kind: str  # "total": events; "unique": distinct recipients; "sum": sum of the events' `total`
+    every_medium: bool = False  # a column for every campaign, not only for those of the data type's medium
+
+
+# Email, push and web push names and the all-media ones are from captured responses; the in-app and SMS
+# names are unconfirmed guesses.
+METRICS = (
+    Metric("Total Email Sends", "emailSend", "total"),
+    Metric("Unique Email Sends", "emailSend", "unique"),
+    Metric("Total Email Opens", "emailOpen", "total"),
+    Metric("Unique Email Opens", "emailOpen", "unique"),
+    Metric("Total Emails Clicked", "emailClick", "total"),
+    Metric("Unique Email Clicks", "emailClick", "unique"),
+    Metric("Total Emails Bounced", "emailBounce", "total"),
+    Metric("Unique Emails Bounced", "emailBounce", "unique"),
+    Metric("Total Complaints", "emailComplaint", "total"),
+    Metric("Total Email Send Skips", "emailSendSkip", "total"),
+    Metric("Total Hosted Unsubscribe Clicks", "hostedUnsubscribeClick", "total"),
+    Metric("Unique Hosted Unsubscribe Clicks", "hostedUnsubscribeClick", "unique"),
+    Metric("Total Pushes Sent", "pushSend", "total"),
+    Metric("Unique Pushes Sent", "pushSend", "unique"),
+    Metric("Total Pushes Opened", "pushOpen", "total"),
+    Metric("Unique Pushes Opened", "pushOpen", "unique"),
+    Metric("Total Pushes Bounced", "pushBounce", "total"),
+    Metric("Unique Pushes Bounced", "pushBounce", "unique"),
+    Metric("Total Push Send Skips", "pushSendSkip", "total"),
+    Metric("Total App Uninstalls", "pushUninstall", "total"),
+    Metric("Total Web Pushes Sent", "webPushSend", "total"),
+    Metric("Unique Web Pushes Sent", "webPushSend", "unique"),
+    Metric("Total Web Push Clicks", "webPushClick", "total"),
+    Metric("Unique Web Push Clicks", "webPushClick", "unique"),
+    Metric("Total Web Push Send Skips", "webPushSendSkip", "total"),
+    Metric("Total In-App Sends", "inAppSend", "total"),
+    Metric("Unique In-App Sends", "inAppSend", "unique"),
+    Metric("Total In-App Opens", "inAppOpen", "total"),
+    Metric("Unique In-App Opens", "inAppOpen", "unique"),
+    Metric("Total In-App Clicks", "inAppClick", "total"),
+    Metric("Unique In-App Clicks", "inAppClick", "unique"),
+    Metric("Total In-App Closes", "inAppClose", "total"),
+    Metric("Total In-App Deletes", "inAppDelete", "total"),
+    Metric("Total In-App Send Skips", "inAppSendSkip", "total"),
+    Metric("Total Inbox Impressions", "inboxMessageImpression", "total"),
+    Metric("Total SMS Sent", "smsSend", "total"),
+    Metric("Unique SMS Sent", "smsSend", "unique"),
+    Metric("Total SMS Bounced", "smsBounce", "total"),
+    Metric("Total SMS Clicks", "smsClick", "total"),
+    Metric("Unique SMS Clicks", "smsClick", "unique"),
+    Metric("Total SMS Send Skips", "smsSendSkip", "total"),
+    Metric("Total Unsubscribes", "emailUnsubscribe", "total", True),
+    Metric("Unique Unsubscribes", "emailUnsubscribe", "unique", True),
+    Metric("Total Purchases", "purchase", "total", True),
+    Metric("Unique Purchases", "purchase", "unique", True),
+    Metric("Revenue", "purchase", "sum", True),
+)
