@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: demo test dev check recover bench setup clean
+.PHONY: demo test dev check recover status bench screenshots setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,11 +33,18 @@ check: setup  ## validate ITERABLE_API_KEY against ITERABLE_BASE_URL
 recover: setup  ## free the pool slots of runs whose process was killed
 	$(BIN)/iterable-assets recover
 
+status: setup  ## one line per table: rows, days loaded and missing, freshness, checks
+	$(BIN)/iterable-assets status
+
 bench: setup  ## the benchmarks of README.md#benchmarks (several minutes)
 	$(BIN)/python bench/benchmark.py ingest --repeat 5
 	$(BIN)/python bench/benchmark.py ingest --records 2000000 --repeat 3
 	$(BIN)/python bench/benchmark.py pages --repeat 5
 	$(BIN)/python bench/benchmark.py budget --repeat 3
+
+screenshots: setup  ## re-take docs/*.png of the Dagster UI (installs Debian's chromium if missing)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	$(BIN)/python docs/screenshots.py
 
 clean:
 	rm -rf $(VENV) .dagster_home data .pytest_cache

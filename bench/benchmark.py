@@ -90,7 +90,7 @@ def child_asset(base_url: str, database: str, spool_dir: str) -> dict:
     return {
         "seconds": download + load,  # the asset's own work: request, download and load into DuckDB
         "step_seconds": stats.end_time - stats.start_time,  # plus Dagster's step around it
-        "rows": metadata["dagster/row_count"].value,
+        "rows": metadata["rows_loaded"].value,
         "download": download,
         "load": load,
         "rss_mb": peak_rss_mb(),

@@ -1,20 +1,60 @@
 """The assets, one per catalog entry, built by the kind of source they read. Each one fetches
-through the resource and hands the result to the loader; neither HTTP nor SQL lives here."""
+through the resource and hands the result to the loader; neither HTTP nor SQL lives here. Every
+materialization describes its table (name, columns, total rows) and checks, in the same step, that
+no column's type changed (see checks.py for the checks that run after it)."""
 
 import time
 import warnings
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from iterable_assets import loader, warehouse
+from iterable_assets import audit, loader, warehouse
 from iterable_assets.client import IterableResource
+from iterable_assets.freshness import TABLE_POLICY
 from iterable_assets.partitions import LISTS_PARTITIONS, daily_partitions, export_windows, list_partition_changes, utc
 from iterable_assets.streams import STREAMS, Stream, children
 from iterable_assets.warehouse import Scope
 
 KINDS = {"iterable", "duckdb"}
+COLUMN_TYPES_CHECK = "column_types_unchanged"
+
+
+def _column_types_spec(stream: Stream) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        COLUMN_TYPES_CHECK,
+        asset=stream.name,
+        description="WARN when the run widened a column's type (e.g. BIGINT to DOUBLE, or to VARCHAR for mixed "
+        "kinds): the values are kept exactly, but queries that rely on the old type may change.",
+    )
+
+
+def _described(con, stream: Stream, database: str, before: dict) -> dict:
+    """The materialization's table metadata, and the column-types check of the run (whose columns
+    were `before` it)."""
+    columns = audit.column_schema(con, stream)
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, kind, description=note) for name, kind, note in columns])
+    after = {name.lower(): (name, kind) for name, kind, _ in columns}
+    widened = [f"{name}: {before[key][1]} -> {kind}" for key, (name, kind) in after.items() if key in before and
+               before[key][1] != kind]  # fmt: skip
+    added = [name for key, (name, _) in after.items() if key not in before]
+    check = dg.AssetCheckResult(
+        check_name=COLUMN_TYPES_CHECK,
+        passed=not widened,
+        severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(widened) or "no column changed type",
+        metadata={"widened": ", ".join(widened), "columns_added": ", ".join(added)},
+    )
+    return {
+        "metadata": {
+            "dagster/table_name": f"{Path(database).stem}.{warehouse.SCHEMA}.{stream.name}",
+            "dagster/column_schema": schema,
+            "dagster/row_count": warehouse.row_count(con, stream),
+        },
+        "check_results": [check],
+    }
 
 
 def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition, **_) -> dg.AssetsDefinition:
@@ -29,6 +69,7 @@ def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition, **_) -> d
             partitions_def=partitions,
             backfill_policy=dg.BackfillPolicy.single_run(),
             metadata={"partition_expr": stream.replication_key},
+            check_specs=[_column_types_spec(stream)],
             description=f"Iterable export `dataTypeName={stream.data_type_name}`, one row per record, partitioned "
             f"by `{stream.replication_key}` (UTC day).",
         )
@@ -37,6 +78,8 @@ def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition, **_) -> d
         ) -> dg.MaterializeResult:
             window = context.partition_time_window
             requests_before = iterable.requests_made(stream.path)
+            with warehouse.connect(duckdb.database) as con:
+                before = warehouse.column_types(con, stream)
             rows = windows = size = rejected = 0
             download_seconds = load_seconds = 0.0
             for start, end in export_windows(utc(window.start), utc(window.end), iterable.window_days):
@@ -56,9 +99,15 @@ def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition, **_) -> d
                     f"{stream.name} [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}): "
                     f"{loaded.rows} rows loaded, {loaded.replaced} replaced"
                 )
-            return dg.MaterializeResult(
-                metadata={
-                    "dagster/row_count": rows,
+            with warehouse.connect(duckdb.database) as con:
+                described = _described(con, stream, duckdb.database, before)
+                days = audit.day_coverage(con, stream).days
+            for key in context.partition_keys:  # each day's own row count, on that day's materialization
+                rows_of_day = days.get(date.fromisoformat(key), 0)
+                context.add_asset_metadata({"dagster/partition_row_count": rows_of_day}, partition_key=key)
+            described["metadata"].update(
+                {
+                    "rows_loaded": rows,
                     "export_requests": iterable.requests_made(stream.path) - requests_before,
                     "windows": windows,
                     "bytes_downloaded": size,
@@ -67,6 +116,7 @@ def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition, **_) -> d
                     "load_seconds": round(load_seconds, 3),
                 }
             )
+            return dg.MaterializeResult(**described)
 
     return _asset
 
@@ -79,6 +129,8 @@ def _catalog_asset(stream: Stream, start_date: date, streams: tuple[Stream, ...]
         name=stream.name,
         group_name=stream.group,
         kinds=KINDS,
+        check_specs=[_column_types_spec(stream)],
+        freshness_policy=TABLE_POLICY,
         description=f"Iterable `GET /api/{stream.path}` ({stream.write} write).",
     )
     def _asset(
@@ -87,10 +139,12 @@ def _catalog_asset(stream: Stream, start_date: date, streams: tuple[Stream, ...]
         records = iterable.get_records(stream)
         fetched = len(records)
         metadata: dict = {"records_fetched": fetched}
-        if stream.write == "upsert":
+        with warehouse.connect(duckdb.database) as con:
+            before = warehouse.column_types(con, stream)
             # The bookmark is derived from the table itself, so it can never run ahead of the data.
-            with warehouse.connect(duckdb.database) as con:
-                bookmark = warehouse.max_value(con, stream, stream.replication_key) or initial_bookmark
+            bookmark = warehouse.max_value(con, stream, stream.replication_key) if stream.write == "upsert" else None
+        if stream.write == "upsert":
+            bookmark = bookmark or initial_bookmark
             bookmark_ms = int(bookmark.timestamp() * 1000)
             # A record without updatedAt cannot be compared, so it is kept.
             records = [
@@ -108,10 +162,13 @@ def _catalog_asset(stream: Stream, start_date: date, streams: tuple[Stream, ...]
             for child in partitioned:
                 ids = [r[stream.primary_key[0]] for r in records]
                 metadata.update(_keep_partitions_in_step(context, con, child, ids))
-            total = warehouse.row_count(con, stream)
-        context.log.info(f"{stream.name}: {fetched} fetched, {loaded.rows} written, {total} in the table")
-        metadata.update({"rows_written": loaded.rows, "dagster/row_count": total})
-        return dg.MaterializeResult(metadata=metadata)
+            described = _described(con, stream, duckdb.database, before)
+        context.log.info(
+            f"{stream.name}: {fetched} fetched, {loaded.rows} written, "
+            f"{described['metadata']['dagster/row_count']} in the table"
+        )
+        described["metadata"].update(metadata, rows_loaded=loaded.rows)
+        return dg.MaterializeResult(**described)
 
     return _asset
 
@@ -138,6 +195,8 @@ def _members_asset(stream: Stream, **_) -> dg.AssetsDefinition:
         pool=stream.pool,
         partitions_def=LISTS_PARTITIONS,
         deps=[stream.parent],
+        check_specs=[_column_types_spec(stream)],
+        freshness_policy=TABLE_POLICY,
         description=f"Members of each Iterable list (`GET /api/{stream.path}`), one partition per list id.",
     )
     def _asset(
@@ -145,11 +204,17 @@ def _members_asset(stream: Stream, **_) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         parent_id = int(context.partition_key)
         synced_at = datetime.now(timezone.utc).replace(microsecond=0)
+        with warehouse.connect(duckdb.database) as con:
+            before = warehouse.column_types(con, stream)
         with iterable.list_members(stream, parent_id) as path:
             with warehouse.connect(duckdb.database) as con:
                 loaded = loader.load_members(con, stream, path, parent_id, synced_at)
+                described = _described(con, stream, duckdb.database, before)
         context.log.info(f"list {parent_id}: {loaded.rows} members")
-        return dg.MaterializeResult(metadata={"dagster/row_count": loaded.rows, "list_id": parent_id})
+        described["metadata"].update(
+            {"dagster/partition_row_count": loaded.rows, "rows_loaded": loaded.rows, "list_id": parent_id}
+        )
+        return dg.MaterializeResult(**described)
 
     return _asset
 

@@ -73,10 +73,20 @@ def _exports_schedule(job, settings: Settings) -> dg.ScheduleDefinition:
         default_status=RUNNING,
     )  # fmt: skip
     def exports_schedule(context: dg.ScheduleEvaluationContext):
+        """The day that has just completed, and the ITERABLE_LOOKBACK_DAYS complete days before it
+        (events reach Iterable late: offline mobile SDKs, ingestion lag), as one range run: one export
+        request per stream while the range fits in ITERABLE_WINDOW_DAYS."""
         day = context.scheduled_execution_time.astimezone(timezone.utc).date() - timedelta(days=1)
         if day < settings.start_date:
             return dg.SkipReason(f"no complete day since ITERABLE_START_DATE ({settings.start_date}) yet")
-        return dg.RunRequest(partition_key=day.isoformat(), run_key=day.isoformat())
+        first = max(day - timedelta(days=settings.lookback_days), settings.start_date)
+        return dg.RunRequest(
+            run_key=day.isoformat(),
+            tags={
+                "dagster/asset_partition_range_start": first.isoformat(),
+                "dagster/asset_partition_range_end": day.isoformat(),
+            },
+        )
 
     return exports_schedule
 

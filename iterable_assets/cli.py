@@ -16,7 +16,9 @@ from dotenv import load_dotenv
 from iterable_assets import warehouse
 from iterable_assets.client import IterableApiError, IterableResource
 from iterable_assets.partitions import LISTS_PARTITIONS
+from iterable_assets.recovery import recover_dead_runs
 from iterable_assets.settings import VARIABLES, Settings, SettingsError, load_settings, parse_day
+from iterable_assets.status import format_status, table_status
 from iterable_assets.streams import CATALOG_SOURCES, EXPORT_CHECK_STREAM, KEY_CHECK_STREAM, STREAMS, STREAMS_BY_NAME
 
 DEMO_KEY = "demo-key"
@@ -40,53 +42,33 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-# ---- recover -----------------------------------------------------------------------------------------
-def _run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
-    """The process that executes a run's steps, as its first engine event records it."""
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-        data = entry.dagster_event.event_specific_data if entry.dagster_event else None
-        pid = data.metadata.get("pid") if data is not None and data.metadata else None
-        if pid is not None:
-            return int(pid.value)
-    return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
-    """A run whose process died (killed, out of memory, machine restarted) stays STARTED and keeps
-    its pool slot, which blocks every later export. Mark such runs of this machine failed and free
-    their slots; return their ids."""
-    recovered = []
-    live = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING])
-    for run in instance.get_runs(filters=live):
-        pid = _run_pid(instance, run.run_id)
-        if pid is None or _alive(pid):
-            continue
-        instance.report_run_failed(
-            run,
-            message=f"The run's process ({pid}) is gone; marked failed by "
-            "`iterable-assets recover`, which freed its pool slots.",
-        )
-        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-        recovered.append(run.run_id)
-    return recovered
-
-
+# ---- recover ----------------------------------------------------------------------------------------
 def cmd_recover(args: argparse.Namespace) -> int:
     ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:
-        recovered = recover_dead_runs(instance)
+        recovered = recover_dead_runs(instance, by="`iterable-assets recover`")
     print(f"recovered {len(recovered)} run(s) whose process was gone" + "".join(f"\n  {r}" for r in recovered))
     return 0
+
+
+# ---- status -----------------------------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace) -> int:
+    """One line per table; exit 1 when a check of severity ERROR failed or a table is stale."""
+    from iterable_assets.definitions import build_definitions
+
+    settings = load_settings()
+    ensure_dagster_home()
+    defs = build_definitions(settings)
+    with dg.DagsterInstance.get() as instance:
+        report = table_status(defs, STREAMS, settings.duckdb_path, instance, datetime.now(timezone.utc))
+    print(format_status(report))
+    stale = [s.table for s in report if s.stale]
+    failed = [s.table for s in report if s.failed_error_check]
+    if stale:
+        print(f"stale: {', '.join(stale)}")
+    if failed:
+        print(f"a check of severity ERROR failed: {', '.join(failed)}")
+    return 1 if stale or failed else 0
 
 
 # ---- sync ------------------------------------------------------------------------------------------
@@ -125,11 +107,11 @@ def sync(settings: Settings, tables: list[str], start: date, end: date) -> list[
     from iterable_assets.definitions import build_definitions
 
     defs = build_definitions(settings)
-    assets = list(defs.assets)
+    assets = [*defs.assets, *defs.asset_checks]
     resources = defs.resources
     reports = {name: TableReport(name) for name in tables}
     instance = dg.DagsterInstance.get()
-    for run_id in recover_dead_runs(instance):  # a killed earlier run must not hold the export pool
+    for run_id in recover_dead_runs(instance, by="`iterable-assets sync`"):  # it must not hold the export pool
         print(f"freed the pool slots of run {run_id}, whose process was gone", file=sys.stderr)
 
     def run(selection: list[str], **kwargs):
@@ -339,10 +321,16 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument("--days", type=int, default=7, help="days of export data to sync (default 7)")
     commands.add_parser("dev", help="the simulator plus `dagster dev` (UI on http://localhost:3000)")
     commands.add_parser("recover", help="mark runs whose process died as failed and free their pool slots")
+    commands.add_parser("status", help="rows, last load, days loaded and missing, freshness and checks, per table")
     args = parser.parse_args(argv)
-    handler = {"check": cmd_check, "sync": cmd_sync, "demo": cmd_demo, "dev": cmd_dev, "recover": cmd_recover}[
-        args.command
-    ]
+    handler = {
+        "check": cmd_check,
+        "sync": cmd_sync,
+        "demo": cmd_demo,
+        "dev": cmd_dev,
+        "recover": cmd_recover,
+        "status": cmd_status,
+    }[args.command]
     try:
         return handler(args)
     except SettingsError as exc:

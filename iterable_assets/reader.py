@@ -135,11 +135,9 @@ def column_names(stream: Stream, keys: Sequence[str]) -> dict[str, str]:
     return target
 
 
-def _select_list(
-    stream: Stream, columns: Sequence[tuple[str, str]], sources: Sequence[str]
-) -> tuple[str, list[tuple[str, str]]]:
-    """SELECT expressions that turn the values read for each (key, type) of `columns` (the SQL
-    expressions `sources`) into the table's columns, and the (column, type) pairs they yield."""
+def _batch(stream: Stream, columns: Sequence[tuple[str, str]], sources: Sequence[str], source: str) -> Batch:
+    """The batch that selects, FROM `source`, the values read for each (key, type) of `columns` (the
+    SQL expressions `sources`) as the table's columns."""
     names = column_names(stream, [key for key, _ in columns])
     exprs, out = [], []
     for (key, duck_type), src in zip(columns, sources):
@@ -161,7 +159,8 @@ def _select_list(
             expr = src
         exprs.append(f"{expr} AS {quote(column)}")
         out.append((column, out_type))
-    return ", ".join(exprs), out
+    renamed = {column: key for key, column in names.items() if column != key}
+    return Batch(f"SELECT {', '.join(exprs)} FROM {source}", out, renamed)
 
 
 def batch(stream: Stream, path: Path, columns: Sequence[tuple[str, str]]) -> Batch:
@@ -169,8 +168,7 @@ def batch(stream: Stream, path: Path, columns: Sequence[tuple[str, str]]) -> Bat
     keys = [key for key, _ in columns]
     source, values = read_values(path, keys, [duck_type == "VARCHAR" for _, duck_type in columns])
     values = [checked(key, duck_type, value) for (key, duck_type), value in zip(columns, values)]
-    select, out = _select_list(stream, columns, values)
-    return Batch(f"SELECT {select} FROM {source}", out)
+    return _batch(stream, columns, values, source)
 
 
 def detected_batch(
@@ -187,8 +185,7 @@ def detected_batch(
     if detected != header_types(columns):
         return None
     values = [checked(key, duck_type, quote(key)) for key, duck_type in columns]
-    select, out = _select_list(stream, columns, values)
-    return Batch(f"SELECT {select} FROM {source} WHERE {quote(HEADER_KEY)} IS NULL", out)
+    return _batch(stream, columns, values, f"{source} WHERE {quote(HEADER_KEY)} IS NULL")
 
 
 def members_batch(stream: Stream, path: Path, parent_id: int, synced_at: datetime) -> Batch | None:

@@ -33,6 +33,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0 or value == float("inf"):
@@ -80,6 +87,9 @@ class Settings:
     )
     start_date: date = _variable("ITERABLE_START_DATE", "2026-01-01", parse_day, "a day as YYYY-MM-DD (UTC)")
     window_days: int = _variable("ITERABLE_WINDOW_DAYS", "30", _positive_int, "a whole number of days, 1 or more")
+    lookback_days: int = _variable(
+        "ITERABLE_LOOKBACK_DAYS", "3", _non_negative_int, "a whole number of days, 0 (off) or more"
+    )
     export_requests_per_minute: float = _variable(
         "ITERABLE_EXPORT_REQUESTS_PER_MINUTE", "4", _positive_float, REQUESTS_PER_MINUTE
     )

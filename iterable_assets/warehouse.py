@@ -3,7 +3,8 @@
 `replace` deletes the rows a load replaces and inserts the new ones in one transaction, so a failed
 or killed load leaves the old rows. Columns follow the data: a column seen for the first time is
 added, and a column whose values change type is widened without loss (see `json_types.widen`).
-Lines of a response that could not be loaded are kept in the rejects table.
+In the same transaction, lines of a response that could not be loaded are kept in the rejects
+table, and a window load records the rows of each day it covered in the loaded-days ledger.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import time
+from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -20,13 +22,14 @@ from typing import Iterator, Sequence
 import duckdb
 
 from iterable_assets.json_types import NULL_TYPE, widen
-from iterable_assets.sql import quote
+from iterable_assets.sql import quote, sql_string
 from iterable_assets.streams import Stream
 
 SCHEMA = "iterable"
 MEMORY_LIMIT = "192MB"
 EXTERNAL_LOCK_WAIT_SECONDS = 300.0
 REJECTS = "_rejected_records"
+LOADED_DAYS = "_loaded_days"  # per window stream and UTC day: the rows the last load of that day left
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,7 @@ class Batch:
 
     sql: str
     columns: Sequence[tuple[str, str]]
+    renamed: dict[str, str] = field(default_factory=dict)  # column -> the Iterable field it holds
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ def replace(
     con.execute("BEGIN TRANSACTION")
     try:
         ensure_table(con, stream)
-        select = _evolve(con, stream, batch.columns if batch else [])
+        select = _evolve(con, stream, batch.columns if batch else [], batch.renamed if batch else {})
         replaced = con.execute(f"DELETE FROM {table} WHERE {scope.where}", list(scope.params)).fetchone()[0]
         rows = 0
         if source is not None:
@@ -158,8 +162,8 @@ def replace(
                     f"{stream.name}: {rows - inside} of {rows} records lie outside the requested "
                     f"range or have no {stream.replication_key}; nothing was written"
                 )
-            if stream.primary_key:
-                _drop_superseded(con, stream, *scope.params)
+            superseded = _drop_superseded(con, stream, *scope.params) if stream.primary_key else Counter()
+            _record_days(con, stream, *scope.params, superseded)
         _record_rejects(con, stream, scope, rejects)
         con.execute("COMMIT")
     except Exception:
@@ -197,14 +201,40 @@ def _record_rejects(con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope
         )
 
 
-def _drop_superseded(con: duckdb.DuckDBPyConnection, stream: Stream, start: datetime, end: datetime) -> None:
-    """Drop older versions (from earlier windows) of the keyed records just loaded for [start, end)."""
+def _drop_superseded(con: duckdb.DuckDBPyConnection, stream: Stream, start: datetime, end: datetime) -> Counter:
+    """Drop older versions (from earlier windows) of the keyed records just loaded for [start, end);
+    return how many rows each earlier day lost."""
     table, rk = table_name(stream.name), quote(stream.replication_key)
     keys = ", ".join(quote(k) for k in stream.primary_key)
-    con.execute(
-        f"DELETE FROM {table} WHERE {rk} < ? AND ({keys}) IN (SELECT {keys} FROM {table} WHERE {rk} >= ? AND {rk} < ?)",
+    dropped = con.execute(
+        f"DELETE FROM {table} WHERE {rk} < ? AND ({keys}) IN (SELECT {keys} FROM {table} WHERE {rk} >= ? AND {rk} < ?) "
+        f"RETURNING CAST({rk} AS DATE)",
         [start, start, end],
+    ).fetchall()
+    return Counter(day for (day,) in dropped)
+
+
+def _record_days(
+    con: duckdb.DuckDBPyConnection, stream: Stream, start: datetime, end: datetime, superseded: Counter
+) -> None:
+    """Record the rows of each UTC day in [start, end) after this load (a day without rows too),
+    and take the superseded rows off the days that lost them."""
+    ledger, rk = f"{SCHEMA}.{LOADED_DAYS}", quote(stream.replication_key)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {ledger} (stream VARCHAR, day DATE, rows BIGINT, loaded_at TIMESTAMPTZ)")
+    first, stop = start.date(), end.date()
+    con.execute(f"DELETE FROM {ledger} WHERE stream = ? AND day >= ? AND day < ?", [stream.name, first, stop])
+    con.execute(
+        f"INSERT INTO {ledger} SELECT {sql_string(stream.name)}, days.day, count(t.{rk}), now() "
+        f"FROM (SELECT CAST(range AS DATE) AS day FROM range(CAST(? AS DATE), CAST(? AS DATE), INTERVAL 1 DAY)) days "
+        f"LEFT JOIN {table_name(stream.name)} t ON CAST(t.{rk} AS DATE) = days.day AND t.{rk} >= ? AND t.{rk} < ? "
+        "GROUP BY days.day",
+        [first, stop, start, end],
     )
+    if superseded:
+        con.executemany(
+            f"UPDATE {ledger} SET rows = rows - ? WHERE stream = ? AND day = ?",
+            [[lost, stream.name, day] for day, lost in superseded.items()],
+        )
 
 
 # ---- schema evolution ------------------------------------------------------------------------------
@@ -223,8 +253,11 @@ def ensure_table(con: duckdb.DuckDBPyConnection, stream: Stream) -> None:
     con.execute(f"CREATE TABLE IF NOT EXISTS {table_name(stream.name)} ({columns})")
 
 
-def _evolve(con: duckdb.DuckDBPyConnection, stream: Stream, incoming: Sequence[tuple[str, str]]) -> str:
-    """Create or widen the table for the incoming (column, type) pairs; return the INSERT's SELECT list."""
+def _evolve(
+    con: duckdb.DuckDBPyConnection, stream: Stream, incoming: Sequence[tuple[str, str]], renamed: dict[str, str]
+) -> str:
+    """Create or widen the table for the incoming (column, type) pairs; return the INSERT's SELECT list.
+    A column named otherwise than its Iterable field says which field it holds, as its comment."""
     table = table_name(stream.name)
     existing = column_types(con, stream)
     select = []
@@ -232,6 +265,11 @@ def _evolve(con: duckdb.DuckDBPyConnection, stream: Stream, incoming: Sequence[t
         if column.lower() not in existing:
             new_type = "JSON" if duck_type == NULL_TYPE else duck_type
             con.execute(f"ALTER TABLE {table} ADD COLUMN {quote(column)} {new_type}")
+            if column in renamed:
+                field_name = renamed[column]
+                why = "a column needs a name" if not field_name else "names that differ only by case would collide"
+                comment = f"Iterable field {field_name!r}, renamed ({why})"
+                con.execute(f"COMMENT ON COLUMN {table}.{quote(column)} IS {sql_string(comment)}")
             final = new_type
         else:
             name, current = existing[column.lower()]

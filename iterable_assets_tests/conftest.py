@@ -16,6 +16,7 @@ from dagster_duckdb import DuckDBResource
 
 from iterable_assets import warehouse
 from iterable_assets.assets import build_assets
+from iterable_assets.checks import build_checks
 from iterable_assets.client import IterableResource
 from iterable_assets.settings import load_settings
 from iterable_assets.simulator import Dataset, Simulator, SimulatorConfig
@@ -88,7 +89,7 @@ class Project:
         if days:
             tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[1]}
         return dg.materialize(
-            build_assets(self.start_date, self.streams),
+            [*build_assets(self.start_date, self.streams), *build_checks(self.streams)],
             selection=selection,
             instance=self.instance,
             resources=self.resources(),

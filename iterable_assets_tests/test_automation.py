@@ -7,8 +7,10 @@ import dagster as dg
 from iterable_assets.definitions import build_definitions
 from iterable_assets.partitions import LISTS_PARTITIONS
 from iterable_assets.settings import load_settings
+from iterable_assets.streams import of_source
 
 from .conftest import TABLES
+from .test_exports import expected_rows, stored_rows
 
 DEFS = build_definitions(load_settings({"ITERABLE_START_DATE": "2024-01-01"}))
 
@@ -31,21 +33,41 @@ def test_every_table_has_a_daily_schedule_on_by_default():
     assert len(covered) == len(TABLES)
 
 
-def test_exports_schedule_requests_the_latest_complete_day():
-    defs = DEFS
-    sched = schedule(defs, "iterable_exports_daily")
+def exports_tick(defs, *when):
     with dg.instance_for_test() as instance:
         context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2024, 3, 10, 3, 0, tzinfo=timezone.utc)
+            instance=instance, scheduled_execution_time=datetime(*when, 3, 0, tzinfo=timezone.utc)
         )
-        request = sched(context)
-        early = sched(
-            dg.build_schedule_context(
-                instance=instance, scheduled_execution_time=datetime(2024, 1, 1, 3, 0, tzinfo=timezone.utc)
-            )
-        )
-    assert request.partition_key == "2024-03-09"
-    assert isinstance(early, dg.SkipReason)
+        return schedule(defs, "iterable_exports_daily")(context)
+
+
+def requested_days(request) -> tuple[str, str]:
+    return request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]
+
+
+def test_exports_schedule_requests_the_latest_complete_day_and_the_lookback_days_as_one_range():
+    assert requested_days(exports_tick(DEFS, 2024, 3, 10)) == ("2024-03-06", "2024-03-09")
+    assert exports_tick(DEFS, 2024, 3, 10).run_key == "2024-03-09"
+    assert requested_days(exports_tick(DEFS, 2024, 1, 3)) == ("2024-01-01", "2024-01-02")  # not before the start
+    assert isinstance(exports_tick(DEFS, 2024, 1, 1), dg.SkipReason)
+    without = build_definitions(load_settings({"ITERABLE_START_DATE": "2024-01-01", "ITERABLE_LOOKBACK_DAYS": "0"}))
+    assert requested_days(exports_tick(without, 2024, 3, 10)) == ("2024-03-09", "2024-03-09")
+
+
+def test_a_late_event_is_loaded_by_the_next_scheduled_run_with_one_request_per_stream(project):
+    exports = [s.name for s in of_source("export")]
+    project.materialize(exports, days=("2024-01-01", "2024-01-09"))  # what earlier daily runs loaded
+    late = {"email": "late@x.io", "createdAt": "2024-01-08 23:59:30 +00:00", "campaignId": 1, "templateId": 2,
+            "messageId": "late-open"}  # fmt: skip
+    project.dataset.add_event("emailOpen", late)
+    assert project.query("SELECT count(*) FROM iterable.email_open WHERE \"messageId\" = 'late-open'") == [(0,)]
+
+    request = exports_tick(DEFS, 2024, 1, 11)  # the next tick: 2024-01-10, and 3 days back to 2024-01-07
+    project.simulator.clear_log()
+    project.materialize(exports, days=requested_days(request))
+    assert project.query("SELECT email FROM iterable.email_open WHERE \"messageId\" = 'late-open'") == [("late@x.io",)]
+    assert project.export_requests() == len(exports)
+    assert stored_rows(project, "email_open") == expected_rows(project, "email_open", "2024-01-01", "2024-01-10")
 
 
 def test_list_users_schedule_requests_one_run_per_list():

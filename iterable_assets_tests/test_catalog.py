@@ -46,7 +46,7 @@ def test_templates_bookmark_filters_client_side_and_upserts(project):
     first = project.materialize(["templates"])
     all_templates = ds.templates()
     assert project.query("SELECT count(*) FROM iterable.templates") == [(len(all_templates),)]
-    assert first.asset_materializations_for_node("templates")[0].metadata["rows_written"].value == len(all_templates)
+    assert first.asset_materializations_for_node("templates")[0].metadata["rows_loaded"].value == len(all_templates)
     listing_calls = [r for r in project.simulator.request_log if r[2] == "/api/templates"]
     assert len(listing_calls) >= 16  # one listing per templateType x messageMedium
 
@@ -56,7 +56,7 @@ def test_templates_bookmark_filters_client_side_and_upserts(project):
     second = project.materialize(["templates"])
     metadata = second.asset_materializations_for_node("templates")[0].metadata
     newer = [t for t in ds.templates() if t["updatedAt"] >= bookmark_ms]
-    assert metadata["rows_written"].value == len(newer)  # only records at or after the bookmark
+    assert metadata["rows_loaded"].value == len(newer)  # only records at or after the bookmark
     assert metadata["bookmark"].value == datetime.fromtimestamp(bookmark_ms / 1000, timezone.utc).isoformat()
     assert project.query(
         'SELECT epoch_ms("updatedAt") FROM iterable.templates WHERE "templateId" = ?', [edited["templateId"]]
@@ -74,7 +74,7 @@ def test_campaign_bookmark_upserts_edited_campaigns(project):
     # the edited campaign, plus the one at the bookmark itself (the comparison is inclusive)
     at_or_after = [c for c in ds.campaigns() if c["updatedAt"] >= bookmark_ms]
     assert len(at_or_after) == 2
-    assert second.asset_materializations_for_node("campaigns")[0].metadata["rows_written"].value == 2
+    assert second.asset_materializations_for_node("campaigns")[0].metadata["rows_loaded"].value == 2
     assert project.query('SELECT epoch_ms("updatedAt") FROM iterable.campaigns WHERE id = ?', [edited["id"]]) == [
         (ms(utc(2024, 7, 1)),)
     ]

@@ -2,10 +2,19 @@
 
 Each test runs the real entry point in a subprocess against the simulator on loopback."""
 
+import json
+from datetime import datetime, timedelta, timezone
+
 import dagster as dg
 import pytest
 
-from .conftest import API_KEY, BIN, dagster_materialize, run
+from iterable_assets.definitions import build_definitions
+from iterable_assets.settings import load_settings
+from iterable_assets.simulator import Dataset
+from iterable_assets.status import table_status
+from iterable_assets.streams import STREAMS
+
+from .conftest import API_KEY, BIN, TABLES, dagster_materialize, run, small_config
 from .test_exports import expected_rows, stored_rows
 
 pytestmark = pytest.mark.slow
@@ -26,6 +35,26 @@ def test_dagster_asset_materialize_one_partition_and_a_range(project, cli_env):
     assert ranged.returncode == 0, ranged.stderr[-3000:]
     assert stored_rows(project, "email_open") == expected_rows(project, "email_open", "2024-01-01", "2024-01-20")
     assert project.export_requests() == 2  # one window for the day, one for the 20-day range
+
+
+def test_dg_lists_checks_and_launches_from_the_project_root(project, cli_env):
+    listed = run([str(BIN / "dg"), "list", "defs", "--json"], cli_env)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert sorted(a["asset_key"] for a in json.loads(listed.stdout)["assets"]) == TABLES
+    checked = run([str(BIN / "dg"), "check", "defs"], cli_env)
+    assert checked.returncode == 0 and "All definitions loaded successfully" in checked.stdout, checked.stderr
+    launched = run([str(BIN / "dg"), "launch", "--assets", "email_open", "--partition", "2024-01-05"], cli_env)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert stored_rows(project, "email_open") == expected_rows(project, "email_open", "2024-01-05", "2024-01-05")
+    with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:  # the run is in the project's instance
+        assert instance.get_materialized_partitions(dg.AssetKey("email_open")) == {"2024-01-05"}
+
+
+def test_dagster_asset_materialize_without_m_after_sourcing_env_sh(project, cli_env):
+    command = ". ./env.sh && dagster asset materialize --select email_open --partition 2024-01-06"
+    result = run(["bash", "-c", command], cli_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert stored_rows(project, "email_open") == expected_rows(project, "email_open", "2024-01-06", "2024-01-06")
 
 
 def test_sync_runs_through_the_instance_and_prints_a_table(project, cli_env):
@@ -56,6 +85,41 @@ def test_sync_runs_through_the_instance_and_prints_a_table(project, cli_env):
     with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
         # one catalog run (channels + lists), one run per list, one export range run
         assert len(instance.get_runs()) == 1 + len(ds.lists()) + 1
+
+
+def test_status_shows_every_table_and_fails_on_an_error_check_or_a_stale_table(project, cli_env):
+    today = datetime.now(timezone.utc).date()
+    recent = Dataset(small_config(start=today - timedelta(days=8), end=today))
+    project.simulator.dataset = project.dataset = recent
+    env = dict(cli_env, ITERABLE_START_DATE=str(today - timedelta(days=8)))
+    start, end = str(today - timedelta(days=4)), str(today - timedelta(days=1))
+    synced = run([str(BIN / "iterable-assets"), "sync", "--start", start, "--end", end], env)
+    assert synced.returncode == 0, synced.stderr[-3000:]
+
+    status = run([str(BIN / "iterable-assets"), "status"], env)
+    print(status.stdout)
+    assert status.returncode == 0, status.stdout + status.stderr[-3000:]
+    lines = {line.split()[0]: line for line in status.stdout.splitlines()[1:]}
+    assert sorted(lines) == TABLES
+    assert f"{start}..{end}" in lines["email_open"] and " STALE" not in status.stdout
+    assert all("FAILED" not in line and "not run" not in line for line in lines.values())
+    assert lines["users"].split()[1] == str(project.query("SELECT count(*) FROM iterable.users")[0][0])
+
+    project.query("INSERT INTO iterable.users (email) SELECT email FROM iterable.users LIMIT 1")
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        defs = build_definitions(load_settings({**env, "ITERABLE_DUCKDB_PATH": project.database}))
+        dg.materialize(
+            [*defs.assets, *defs.asset_checks],
+            selection=dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey("users"), "primary_key_unique")),
+            instance=instance,
+            resources=project.resources(),
+        )
+        later = table_status(defs, STREAMS, project.database, instance, datetime.now(timezone.utc) + timedelta(days=3))
+    failed = run([str(BIN / "iterable-assets"), "status"], env)
+    assert failed.returncode == 1
+    assert "primary_key_unique FAILED (ERROR)" in failed.stdout and "ERROR failed: users" in failed.stdout
+    # three days on, with no sync in between, every table is stale
+    assert all(s.stale for s in later)
 
 
 def test_sync_rejects_a_range_outside_the_partitions(cli_env):

@@ -17,6 +17,7 @@ from iterable_assets.partitions import LISTS_PARTITIONS
 
 from .conftest import ROOT, Project, dagster_materialize
 from .test_faults import (
+    OWN_TABLES,
     assert_catalog_exact,
     assert_export_exact,
     assert_list_users_exact,
@@ -70,7 +71,7 @@ def test_runs_started_together_as_processes_all_succeed_and_lose_nothing(project
     assert_catalog_exact(project, [*CATALOG_TABLES, "lists"])
     assert_list_users_exact(project)
     assert_nothing_set_aside(project)
-    assert stored_tables(project) - {"_rejected_records"} == {
+    assert stored_tables(project) - OWN_TABLES == {
         "email_open",
         "email_click",
         *CATALOG_TABLES,

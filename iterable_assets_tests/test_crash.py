@@ -14,7 +14,8 @@ import dagster as dg
 import pytest
 
 from iterable_assets import warehouse
-from iterable_assets.simulator import Dataset
+from iterable_assets.recovery import dead_runs_sensor
+from iterable_assets.simulator import Dataset, Fault
 
 from .conftest import BIN, dagster_materialize, run, small_config
 
@@ -82,3 +83,27 @@ def test_sigkill_during_a_load_leaves_old_or_new_rows_and_recover_frees_the_pool
     assert rows(project) == expected(new)
     with warehouse.connect(project.database) as con:
         assert con.execute("SELECT count(*) FROM iterable.email_send").fetchone()[0] == sum(expected(new).values())
+
+
+def test_the_dead_runs_sensor_fails_a_run_whose_process_is_gone_and_frees_its_slot(project, cli_env):
+    """What the daemon's sensor does when nothing else noticed (the code server died with the run)."""
+    project.simulator.inject(Fault(kind="slow_first_byte", seconds=30))
+    victim = subprocess.Popen(
+        MATERIALIZE, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while not project.export_requests():
+        assert victim.poll() is None and time.monotonic() < deadline, "the run never reached its export request"
+        time.sleep(0.05)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
+        (run,) = instance.get_runs()
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+        with dg.build_sensor_context(instance=instance) as context:
+            outcome = dead_runs_sensor(context)
+        assert run.run_id in outcome.skip_message
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.event_log_storage.get_concurrency_info("iterable_export").active_slot_count == 0
+        with dg.build_sensor_context(instance=instance) as context:
+            assert "recovered 0 run(s)" in dead_runs_sensor(context).skip_message

@@ -73,7 +73,7 @@ def test_instance_yaml_limits_every_pool_to_one_step():
 def test_workspace_and_pyproject_point_at_the_same_module():
     workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
     assert workspace["load_from"][0]["python_module"]["module_name"] == "iterable_assets.definitions"
-    assert 'module_name = "iterable_assets.definitions"' in (ROOT / "pyproject.toml").read_text()
+    assert 'code_location_target_module = "iterable_assets.definitions"' in (ROOT / "pyproject.toml").read_text()
 
 
 def test_a_run_without_a_key_fails_with_a_clear_message(tmp_path, monkeypatch):

@@ -1,0 +1,90 @@
+"""Reads that prove a table: its columns, duplicated keys, days loaded and missing, rejected lines.
+The asset checks and `iterable-assets status` ask these; nothing here writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import duckdb
+
+from iterable_assets.sql import quote
+from iterable_assets.streams import Stream
+from iterable_assets.warehouse import LOADED_DAYS, REJECTS, SCHEMA, column_types, table_name
+
+
+def _has(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [SCHEMA, table]
+        ).fetchone()[0]
+    )
+
+
+def column_schema(con: duckdb.DuckDBPyConnection, stream: Stream) -> list[tuple[str, str, str | None]]:
+    """(name, type, comment) of each column, in table order."""
+    return con.execute(
+        "SELECT column_name, data_type, comment FROM duckdb_columns() WHERE schema_name = ? AND table_name = ? "
+        "ORDER BY column_index",
+        [SCHEMA, stream.name],
+    ).fetchall()
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    keys: int  # key values held by more than one row
+    rows: int  # the rows that hold them
+    example: tuple | None
+
+
+def duplicate_keys(con: duckdb.DuckDBPyConnection, stream: Stream) -> Duplicates:
+    if not column_types(con, stream):
+        return Duplicates(0, 0, None)
+    keys = ", ".join(quote(k) for k in stream.primary_key)
+    found = con.execute(
+        f"SELECT count(*), COALESCE(sum(n), 0), min(example) FROM (SELECT count(*) AS n, ({keys})::VARCHAR AS example "
+        f"FROM {table_name(stream.name)} GROUP BY {keys} HAVING count(*) > 1)"
+    ).fetchone()
+    return Duplicates(found[0], int(found[1]), found[2])
+
+
+@dataclass(frozen=True)
+class Coverage:
+    first: date | None  # the first and last day loaded
+    last: date | None
+    missing: list[date]  # days between them that no load covered
+    changed: list[tuple[date, int, int]]  # (day, rows the load left, rows now): rows deleted or added since
+    days: dict[date, int]  # rows per loaded day, as the loads left them
+
+
+def day_coverage(con: duckdb.DuckDBPyConnection, stream: Stream) -> Coverage:
+    """The UTC days the loads of a window stream covered, and any day whose rows changed since."""
+    if not _has(con, LOADED_DAYS) or not column_types(con, stream):
+        return Coverage(None, None, [], [], {})
+    ledger = dict(
+        con.execute(
+            f"SELECT day, rows FROM {SCHEMA}.{LOADED_DAYS} WHERE stream = ? ORDER BY day", [stream.name]
+        ).fetchall()
+    )
+    if not ledger:
+        return Coverage(None, None, [], [], {})
+    first, last = min(ledger), max(ledger)
+    rk = quote(stream.replication_key)
+    now = dict(
+        con.execute(
+            f"SELECT CAST({rk} AS DATE) AS day, count(*) FROM {table_name(stream.name)} "
+            f"WHERE {rk} >= ? AND {rk} < ? GROUP BY day",
+            [first, last + timedelta(days=1)],
+        ).fetchall()
+    )
+    span = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    missing = [day for day in span if day not in ledger]
+    changed = [(day, rows, now.get(day, 0)) for day, rows in ledger.items() if now.get(day, 0) != rows]
+    return Coverage(first, last, missing, changed, ledger)
+
+
+def rejected_lines(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
+    """Lines of this stream's responses kept aside and not loaded since (a clean re-load clears them)."""
+    if not _has(con, REJECTS):
+        return 0
+    return con.execute(f"SELECT count(*) FROM {SCHEMA}.{REJECTS} WHERE stream = ?", [stream.name]).fetchone()[0]

@@ -1,0 +1,117 @@
+"""Asset checks on every table, built from the catalog. They run after each materialization (a job
+or backfill that selects a table runs its checks too) and can be executed alone from the UI. Each
+reads the table as it is now, so a change made by hand shows at the next check. Each kind of
+check is one step for all the tables it covers (a step per table and check would cost a second
+or so each)."""
+
+from typing import Callable
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from iterable_assets import audit, warehouse
+from iterable_assets.freshness import CHECK_NAME, EXPORT_MAX_AGE_DAYS, latest_day_result
+from iterable_assets.streams import Stream
+
+ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
+Result = Callable[..., dict]  # (connection, stream) -> the AssetCheckResult's passed, severity, description, metadata
+
+
+def _unique_key(con, stream: Stream) -> dict:
+    key = ", ".join(stream.primary_key)
+    found = audit.duplicate_keys(con, stream)
+    return dict(
+        passed=found.keys == 0,
+        severity=ERROR,
+        description=f"{found.keys} duplicated ({key}) value(s) in {found.rows} rows"
+        + (f", e.g. {found.example}" if found.example else ""),
+        metadata={"duplicated_keys": found.keys, "rows_with_duplicated_keys": found.rows},
+    )
+
+
+def _days_complete(con, stream: Stream) -> dict:
+    coverage = audit.day_coverage(con, stream)
+    problems = [f"{len(coverage.missing)} day(s) never loaded"] if coverage.missing else []
+    problems += [f"{day}: {now} rows, the load left {then}" for day, then, now in coverage.changed]
+    return dict(
+        passed=not problems,
+        severity=ERROR,
+        description="; ".join(problems) or f"every day from {coverage.first} to {coverage.last} loaded",
+        metadata={
+            "first_day": str(coverage.first),
+            "last_day": str(coverage.last),
+            "days_loaded": len(coverage.days),
+            "missing_days": ", ".join(map(str, coverage.missing)),
+            "changed_days": ", ".join(str(day) for day, _, _ in coverage.changed),
+        },
+    )
+
+
+def _no_rejected_lines(con, stream: Stream) -> dict:
+    rejected = audit.rejected_lines(con, stream)
+    where = f"SELECT * FROM {warehouse.SCHEMA}.{warehouse.REJECTS} WHERE stream = '{stream.name}'"
+    return dict(
+        passed=rejected == 0,
+        severity=WARN,
+        description=f"{rejected} line(s) set aside: {where}" if rejected else "no line set aside",
+        metadata={"rejected_lines": rejected, "query": dg.MetadataValue.md(f"`{where}`")},
+    )
+
+
+# name -> (which tables it covers, what it says, how it is evaluated)
+CHECKS: dict[str, tuple[Callable[[Stream], bool], Callable[[Stream], str], Result]] = {
+    "primary_key_unique": (
+        lambda s: bool(s.primary_key),
+        lambda s: f"ERROR when two rows share ({', '.join(s.primary_key)}), the key a sync replaces rows by.",
+        _unique_key,
+    ),
+    "days_complete": (
+        lambda s: s.write == "window",
+        lambda s: (
+            "ERROR when a day between the first and the last day loaded was never loaded, or when a loaded "
+            "day's rows changed since its load (deleted or added outside a sync)."
+        ),
+        _days_complete,
+    ),
+    "no_rejected_lines": (
+        lambda s: s.source != "list_members",  # the only source not read as JSON records
+        lambda s: (
+            f"WARN when lines of a response were not JSON records: they are kept verbatim in "
+            f"{warehouse.SCHEMA}.{warehouse.REJECTS} (stream = '{s.name}'), and the rest loaded."
+        ),
+        _no_rejected_lines,
+    ),
+    CHECK_NAME: (
+        lambda s: s.write == "window",
+        lambda s: f"WARN when the latest day loaded is more than {EXPORT_MAX_AGE_DAYS} days old (UTC).",
+        latest_day_result,
+    ),
+}
+
+
+def _build(name: str, covers, describe, evaluate: Result, streams: tuple[Stream, ...]) -> dg.AssetChecksDefinition:
+    by_name = {s.name: s for s in streams if covers(s)}
+
+    @dg.multi_asset_check(
+        name=f"iterable_{name}",
+        specs=[dg.AssetCheckSpec(name, asset=s.name, description=describe(s)) for s in by_name.values()],
+        can_subset=True,
+    )
+    def _check(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource):
+        with warehouse.connect(duckdb.database) as con:
+            for key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.to_user_string()):
+                result = evaluate(con, by_name[key.asset_key.path[0]])
+                yield dg.AssetCheckResult(asset_key=key.asset_key, check_name=name, **result)
+
+    return _check
+
+
+def build_checks(streams: tuple[Stream, ...]) -> list[dg.AssetChecksDefinition]:
+    """Key uniqueness where a table has a key, day coverage and freshness for window (export) tables,
+    and rejected lines for tables read as JSON. (Column types are checked in the asset's own step;
+    the other tables' freshness is a FreshnessPolicy on the asset.)"""
+    return [
+        _build(name, covers, describe, evaluate, streams)
+        for name, (covers, describe, evaluate) in CHECKS.items()
+        if any(covers(s) for s in streams)
+    ]

@@ -1,0 +1,199 @@
+"""What each materialization tells Dagster about its table, and the asset checks: every check passes
+on a clean sync and fails, with the right severity and detail, on the fault it exists to catch."""
+
+import json
+from collections import Counter
+from datetime import date, datetime, time, timedelta, timezone
+
+import dagster as dg
+import pytest
+
+from iterable_assets.assets import build_assets
+from iterable_assets.checks import build_checks
+from iterable_assets.simulator import Dataset, Fault
+from iterable_assets.streams import CATALOG_SOURCES, STREAMS
+
+from .conftest import small_config
+
+ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
+DAYS = ("2024-01-03", "2024-01-09")
+
+
+def evaluations(result) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    return {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+
+
+def run_checks(project, table: str):
+    """Execute a table's checks alone, as the UI's "Execute checks" does (all but the column-types
+    check, which runs in the asset's own step)."""
+    keys = [key for check in build_checks(project.streams) for key in check.check_keys if key.asset_key.path == [table]]
+    return evaluations(project.materialize(dg.AssetSelection.checks(*keys)))
+
+
+def test_every_table_has_its_checks_and_all_pass_on_a_clean_sync(project):
+    catalog = [s.name for s in STREAMS if s.source in CATALOG_SOURCES]
+    project.materialize(catalog)
+    for key in project.instance.get_dynamic_partitions("iterable_lists"):
+        project.materialize(["list_users"], partition_key=key)
+    project.materialize([s.name for s in STREAMS if s.source == "export"], days=DAYS)
+    results = {}
+    for stream in STREAMS:
+        results.update(run_checks(project, stream.name))
+    expected = set()
+    for s in STREAMS:
+        expected |= {(s.name, "primary_key_unique")} if s.primary_key else set()
+        expected |= {(s.name, "days_complete"), (s.name, "latest_day_fresh")} if s.write == "window" else set()
+        expected |= {(s.name, "no_rejected_lines")} if s.source != "list_members" else set()
+    assert set(results) == expected
+    failed = {key for key, e in results.items() if not e.passed}
+    assert failed == {(s.name, "latest_day_fresh") for s in STREAMS if s.write == "window"}  # days of 2024 are old
+    assert results[("users", "primary_key_unique")].severity == ERROR
+    assert results[("email_open", "no_rejected_lines")].severity == WARN
+
+
+def test_a_materialization_describes_its_table(project):
+    first = project.materialize(["users"], days=("2024-01-01", "2024-02-29"))
+    project.materialize(["users"], partition_key="2024-01-05")  # a re-run of one day: the table keeps every row
+    second = project.materialize(["users"], partition_key="2024-01-06")
+    metadata = second.asset_materializations_for_node("users")[0].metadata
+    total = project.query("SELECT count(*) FROM iterable.users")[0][0]
+    on_day = project.query(
+        "SELECT count(*) FROM iterable.users WHERE CAST(\"profileUpdatedAt\" AS DATE) = '2024-01-06'"
+    )
+    assert metadata["dagster/row_count"].value == total > on_day[0][0] == metadata["rows_loaded"].value
+    assert metadata["dagster/table_name"].value == "warehouse.iterable.users"
+    columns = {c.name: c for c in metadata["dagster/column_schema"].value.columns}
+    stored = dict(
+        project.query("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'users'")
+    )
+    assert {name: c.type for name, c in columns.items()} == stored
+    assert "'Industry'" in columns["_industry"].description and "renamed" in columns["_industry"].description
+    assert "'offers.Intro APR'" in columns["_offers.intro APR"].description
+    assert columns["industry"].description is None
+
+    # each day of a range run carries its own row count; the table's total is on all of them
+    per_day = {
+        m.partition: m.metadata["dagster/partition_row_count"].value
+        for m in first.asset_materializations_for_node("users")
+    }
+    stored_days = Counter(
+        day.isoformat() for (day,) in project.query('SELECT CAST("profileUpdatedAt" AS DATE) FROM iterable.users')
+    )
+    assert len(per_day) == 60
+    assert {day: n for day, n in per_day.items() if n} == stored_days
+
+
+def test_a_duplicate_key_inserted_by_hand_fails_the_uniqueness_check_with_the_count(project):
+    project.materialize(["users"], days=("2024-01-01", "2024-02-29"))
+    assert run_checks(project, "users")[("users", "primary_key_unique")].passed
+    project.query(
+        'INSERT INTO iterable.users (email, "profileUpdatedAt") '
+        'SELECT email, "profileUpdatedAt" FROM iterable.users ORDER BY email LIMIT 2'
+    )
+    check = run_checks(project, "users")[("users", "primary_key_unique")]
+    assert (check.passed, check.severity) == (False, ERROR)
+    assert check.metadata["duplicated_keys"].value == 2
+    assert check.metadata["rows_with_duplicated_keys"].value == 4
+    assert check.description.startswith("2 duplicated (email) value(s) in 4 rows")
+
+
+def test_a_rejected_line_fails_the_warn_check_and_a_clean_reload_clears_it(project):
+    project.simulator.inject(Fault(kind="malformed_line", line=b'{"email": "broken\n', times=1))
+    result = project.materialize(["email_open"], days=DAYS)
+    check = evaluations(result)[("email_open", "no_rejected_lines")]
+    assert (check.passed, check.severity) == (False, WARN)
+    assert check.metadata["rejected_lines"].value == 1
+    assert "iterable._rejected_records" in check.description
+    assert project.query("SELECT raw FROM iterable._rejected_records") == [('{"email": "broken',)]
+
+    clean = project.materialize(["email_open"], days=DAYS)
+    assert evaluations(clean)[("email_open", "no_rejected_lines")].passed
+
+
+def test_a_day_deleted_from_an_export_table_fails_the_coverage_check(project):
+    project.materialize(["email_send"], days=DAYS)
+    assert run_checks(project, "email_send")[("email_send", "days_complete")].passed
+    deleted = project.query(
+        "DELETE FROM iterable.email_send WHERE CAST(\"createdAt\" AS DATE) = '2024-01-05' RETURNING 1"
+    )
+    check = run_checks(project, "email_send")[("email_send", "days_complete")]
+    assert (check.passed, check.severity) == (False, ERROR)
+    assert check.metadata["changed_days"].value == "2024-01-05"
+    assert f"2024-01-05: 0 rows, the load left {len(deleted)}" in check.description
+
+    # re-loading the day repairs it; a day never loaded between two loaded ones is missing
+    project.materialize(["email_send"], partition_key="2024-01-05")
+    project.materialize(["email_send"], partition_key="2024-01-12")
+    check = run_checks(project, "email_send")[("email_send", "days_complete")]
+    assert not check.passed
+    assert check.metadata["missing_days"].value == "2024-01-10, 2024-01-11"
+    assert check.metadata["changed_days"].value == ""
+
+
+def test_a_day_without_events_is_covered_not_missing(project):
+    """A day on which Iterable had no event of a type is loaded (zero rows) and counts as covered."""
+    quiet_day = date(2024, 1, 4)
+    project.simulator.inject(
+        Fault(kind="body", body=b"", content_type="application/x-json-stream", params={"dataTypeName": "emailBounce"})
+    )
+    project.materialize(["email_bounce"], partition_key=quiet_day.isoformat())
+    project.materialize(["email_bounce"], days=("2024-01-05", "2024-01-06"))
+    check = run_checks(project, "email_bounce")[("email_bounce", "days_complete")]
+    assert check.passed, check.description
+    assert check.metadata["days_loaded"].value == 3
+
+
+def test_a_widened_column_fails_the_warn_check_in_the_run_that_widened_it(project):
+    first = project.materialize(["email_click"], partition_key="2024-01-03")
+    assert evaluations(first)[("email_click", "column_types_unchanged")].passed
+    late = {"email": "late@x.io", "createdAt": "2024-01-04 10:00:00 +00:00", "hrefIndex": 2.5, "newField": "x"}
+    project.simulator.inject(
+        Fault(kind="body", body=json.dumps(late) + "\n", content_type="application/x-json-stream", times=1)
+    )
+    second = project.materialize(["email_click"], days=("2024-01-04", "2024-01-05"))
+    check = evaluations(second)[("email_click", "column_types_unchanged")]
+    assert (check.passed, check.severity) == (False, WARN)
+    assert check.description == "hrefIndex: BIGINT -> DOUBLE"
+    assert check.metadata["columns_added"].value == "newField"
+    third = project.materialize(["email_click"], partition_key="2024-01-06")
+    assert evaluations(third)[("email_click", "column_types_unchanged")].passed
+
+
+def test_an_export_table_is_fresh_while_its_latest_day_is_at_most_two_days_old(project):
+    today = datetime.now(timezone.utc).date()
+    recent = Dataset(small_config(start=today - timedelta(days=10), end=today))
+    project.simulator.dataset = project.dataset = recent
+    project.start_date = today - timedelta(days=10)
+    project.materialize(["email_open"], partition_key=str(today - timedelta(days=3)))
+    stale = run_checks(project, "email_open")[("email_open", "latest_day_fresh")]
+    assert (stale.passed, stale.severity) == (False, WARN)
+    assert stale.description == f"latest day loaded: {today - timedelta(days=3)}"
+
+    project.materialize(["email_open"], partition_key=str(today - timedelta(days=2)))
+    fresh = run_checks(project, "email_open")[("email_open", "latest_day_fresh")]
+    assert fresh.passed
+    # Dagster's freshness sensor runs the check again when it can turn stale: at the start of tomorrow
+    fresh_until = fresh.metadata["dagster/fresh_until_timestamp"].value
+    assert datetime.fromtimestamp(fresh_until, timezone.utc) == datetime.combine(
+        today + timedelta(days=1), time(), timezone.utc
+    )
+
+
+def test_catalog_tables_carry_dagsters_26_hour_freshness_policy():
+    policies = {a.key.to_user_string(): a.specs_by_key[a.key].freshness_policy for a in build_assets(date(2024, 1, 1))}
+    tables = {name for name, policy in policies.items() if policy is not None}
+    assert tables == {s.name for s in STREAMS if s.write != "window"}
+    assert {policies[name].fail_window.to_timedelta() for name in tables} == {timedelta(hours=26)}
+
+
+@pytest.mark.parametrize("table", ["channels", "list_users"])
+def test_catalog_and_list_tables_describe_themselves_too(project, table):
+    project.materialize(["lists"])
+    key = project.instance.get_dynamic_partitions("iterable_lists")[0]
+    result = project.materialize([table], partition_key=key if table == "list_users" else None)
+    metadata = result.asset_materializations_for_node(table)[0].metadata
+    assert metadata["dagster/row_count"].value == project.query(f"SELECT count(*) FROM iterable.{table}")[0][0]
+    assert metadata["dagster/table_name"].value == f"warehouse.iterable.{table}"
+    assert [c.name for c in metadata["dagster/column_schema"].value.columns][:1] == [
+        "email" if table == "list_users" else "id"
+    ]
