@@ -9,12 +9,13 @@
           first touch of `--mb` MiB of memory, 1 MiB writes of `--mb` MiB to a new file in the temp
           folder (where the spool goes), to a new file there right after deleting the first
           (reusing its pages), and to tmpfs (/dev/shm).
-  budget: a backfill of all nine export streams with the simulator enforcing a compressed
-          limit (4 exports per 6 s) and the project configured to match; reported: wall time
-          against the floor the limit allows, and the 429s received.
+  budget: a backfill of the export streams of --streams (default: the nine of the sixteen; all: 35)
+          with the simulator enforcing a compressed limit (4 exports per 6 s) and the project
+          configured to match; reported: wall time against the floor the limit allows, and the
+          429s received.
 
 Usage: python bench/benchmark.py ingest [--records 500000] [--repeat 3]
-       python bench/benchmark.py budget [--repeat 1]
+       python bench/benchmark.py budget [--repeat 1] [--streams all]
        python bench/benchmark.py pages [--mb 820] [--repeat 3]
 """
 
@@ -205,11 +206,11 @@ def pages(mb: int, repeat: int) -> None:
 
 
 # ---- budget -----------------------------------------------------------------------------------------
-def budget(repeat: int, days: int, window_days: int) -> None:
+def budget(repeat: int, days: int, window_days: int, streams: str) -> None:
     from iterable_assets.simulator import Dataset, Simulator, SimulatorConfig
-    from iterable_assets.streams import of_source
+    from iterable_assets.streams import EXPORT_PATH, of_source, select_streams
 
-    exports = of_source("export")
+    exports = of_source("export", select_streams(streams))
 
     limit, period = 4, 6.0
     requests_needed = len(exports) * math.ceil(days / window_days)
@@ -238,6 +239,7 @@ def budget(repeat: int, days: int, window_days: int) -> None:
                     ITERABLE_RATE_WINDOW_SECONDS=str(period),
                     ITERABLE_EXPORT_REQUESTS_PER_MINUTE=str(limit * 60 / period),
                     ITERABLE_DUCKDB_PATH=str(tmp / "w.duckdb"),
+                    ITERABLE_STREAMS=streams,
                 )
                 last = DAY + timedelta(days=days - 1)
                 started = time.monotonic()
@@ -258,11 +260,11 @@ def budget(repeat: int, days: int, window_days: int) -> None:
                     cwd=tmp,
                 )
                 walls.append(time.monotonic() - started)
-                exports = sim.requests_to("/api/export/data.json")
-                accepted = [r.monotonic for r in exports if r.status == 200]
+                requests = sim.requests_to(f"/api/{EXPORT_PATH}")
+                accepted = [r.monotonic for r in requests if r.status == 200]
                 assert len(accepted) == requests_needed, f"{len(accepted)} exports served"
                 spans.append(max(accepted) - min(accepted))
-                all_429.append(sum(1 for r in exports if r.status == 429))
+                all_429.append(sum(1 for r in requests if r.status == 429))
                 print(
                     f"  run {i + 1}: first to last export request {spans[-1]:.1f} s; whole `iterable-assets sync` "
                     f"process {walls[-1]:.1f} s; 429s {all_429[-1]}",
@@ -292,6 +294,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--days", type=int, default=28)
     parser.add_argument("--window-days", type=int, default=7)
+    parser.add_argument("--streams", default="default", help="budget: ITERABLE_STREAMS (default, all, or names)")
     parser.add_argument("--mb", type=int, default=820)
     args = parser.parse_args()
     if args.which in ("ingest", "all"):
@@ -299,7 +302,7 @@ def main() -> None:
     if args.which in ("pages", "all"):
         pages(args.mb, args.repeat)
     if args.which in ("budget", "all"):
-        budget(args.repeat, args.days, args.window_days)
+        budget(args.repeat, args.days, args.window_days, args.streams)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ no column's type changed (see checks.py for the checks that run after it)."""
 
 import time
 import warnings
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -15,7 +15,7 @@ from iterable_assets import audit, loader, warehouse
 from iterable_assets.client import IterableResource
 from iterable_assets.freshness import TABLE_POLICY
 from iterable_assets.partitions import LISTS_PARTITIONS, daily_partitions, export_windows, list_partition_changes, utc
-from iterable_assets.streams import STREAMS, Stream, children
+from iterable_assets.streams import STREAMS, STREAMS_BY_NAME, Stream, children
 from iterable_assets.warehouse import Scope
 
 KINDS = {"iterable", "duckdb"}
@@ -122,7 +122,7 @@ def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition, **_) -> d
 
 
 def _catalog_asset(stream: Stream, start_date: date, streams: tuple[Stream, ...], **_) -> dg.AssetsDefinition:
-    initial_bookmark = datetime(start_date.year, start_date.month, start_date.day, tzinfo=timezone.utc)
+    initial_bookmark = _midnight(start_date)
     partitioned = children(stream, streams)
 
     @dg.asset(
@@ -187,6 +187,67 @@ def _keep_partitions_in_step(context: dg.AssetExecutionContext, con, child: Stre
     return {"lists_added": len(added), "lists_removed": len(removed), f"{child.name}_rows_deleted": deleted_rows}
 
 
+# Iterable attributes opens, clicks and purchases to a campaign for days after it ends.
+METRICS_SETTLE = timedelta(days=15)
+
+
+def _metrics_due(campaign: dict, read: dict, now: datetime) -> bool:
+    """Whether a campaign's metrics can have moved since they were `read` (None: never read)."""
+    if read is None or read["campaignUpdatedAt"] != campaign["updatedAt"]:
+        return True
+    ended = campaign["endedAt"]
+    return campaign["campaignState"] == "Running" or (ended is not None and now - ended <= METRICS_SETTLE)
+
+
+def _metrics_asset(stream: Stream, start_date: date, **_) -> dg.AssetsDefinition:
+    campaigns = STREAMS_BY_NAME[stream.parent]
+
+    @dg.asset(
+        name=stream.name,
+        group_name=stream.group,
+        kinds=KINDS,
+        pool=stream.pool,
+        deps=[campaigns.name],
+        check_specs=[_column_types_spec(stream)],
+        freshness_policy=TABLE_POLICY,
+        description=f"Iterable `GET /api/{stream.path}`: each campaign's metrics (a column each, named as "
+        "Iterable sends them) over the days the project replicates, from ITERABLE_START_DATE to the start of "
+        "today (UTC): `startDateTime`, `endDateTime`.",
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, iterable: IterableResource, duckdb: DuckDBResource
+    ) -> dg.MaterializeResult:
+        now = datetime.now(timezone.utc)
+        start, end = _midnight(start_date), _midnight(now.date())
+        with warehouse.connect(duckdb.database) as con:
+            before = warehouse.column_types(con, stream)
+            known = {r["id"]: r for r in warehouse.read_columns(con, stream, ("id", "campaignUpdatedAt"))}
+            rows = warehouse.read_columns(con, campaigns, ("id", "campaignState", "endedAt", "updatedAt"))
+            due = [c for c in rows if _metrics_due(c, known.get(c["id"]), now)]
+        records = iterable.get_campaign_metrics(stream, [c["id"] for c in due], start, end)
+        updated = {c["id"]: c["updatedAt"] for c in due}
+        for record in records:
+            record.update(startDateTime=_epoch_ms(start), endDateTime=_epoch_ms(end))
+            if updated.get(record["id"]):
+                record["campaignUpdatedAt"] = _epoch_ms(updated[record["id"]])
+        with warehouse.connect(duckdb.database) as con:
+            loaded = loader.load_records(con, stream, records, Scope.keys(stream.primary_key))
+            described = _described(con, stream, duckdb.database, before)
+        context.log.info(f"{stream.name}: {len(due)} campaign(s) due, {loaded.rows} row(s) written")
+        described["metadata"].update(campaigns_due=len(due), rows_loaded=loaded.rows)
+        return dg.MaterializeResult(**described)
+
+    return _asset
+
+
+def _epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+
+
 def _members_asset(stream: Stream, **_) -> dg.AssetsDefinition:
     @dg.asset(
         name=stream.name,
@@ -224,6 +285,7 @@ BUILDERS = {
     "resource": _catalog_asset,
     "metadata_walk": _catalog_asset,
     "list_members": _members_asset,
+    "campaign_metrics": _metrics_asset,
 }
 
 

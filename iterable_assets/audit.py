@@ -3,6 +3,7 @@ The asset checks and `iterable-assets status` ask these; nothing here writes."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -81,6 +82,68 @@ def day_coverage(con: duckdb.DuckDBPyConnection, stream: Stream) -> Coverage:
     missing = [day for day in span if day not in ledger]
     changed = [(day, rows, now.get(day, 0)) for day, rows in ledger.items() if now.get(day, 0) != rows]
     return Coverage(first, last, missing, changed, ledger)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    campaign: int
+    table: str
+    metric: str
+    iterable: float  # the metric
+    loaded: int  # the table's rows for the campaign over the metric's days
+
+    def differs_by(self) -> float:
+        """How far the loaded rows are from Iterable's total, as a percentage of it."""
+        if self.iterable == 0:
+            return 0.0 if self.loaded == 0 else float("inf")
+        return 100.0 * (self.loaded - self.iterable) / self.iterable
+
+
+def reconcile(
+    con: duckdb.DuckDBPyConnection, metrics: Stream, tables: dict[str, Stream]
+) -> tuple[list[Comparison], dict[int, list[str]]]:
+    """For each campaign metrics row and each (table, metric) of `metrics.reconcile`: the metric and
+    the table's rows for that campaign over the same days, where the table has every one of those
+    days loaded as its load left them. Also returns, per campaign left out, why."""
+    compared, skipped = [], defaultdict(list)
+    columns = column_types(con, metrics)
+    for name, metric in metrics.reconcile:
+        table = tables.get(name)
+        if table is None or metric.lower() not in columns:
+            continue
+        coverage = day_coverage(con, table)
+        loaded = _rows_per_campaign(con, metrics, table)
+        rows = con.execute(
+            f'SELECT id, {quote(metric)}, CAST("startDateTime" AS DATE), CAST("endDateTime" AS DATE) '
+            f"FROM {table_name(metrics.name)} WHERE {quote(metric)} IS NOT NULL ORDER BY id"
+        ).fetchall()
+        for campaign, iterable, first, end in rows:
+            gaps = _not_loaded(coverage, first, end)
+            if gaps:
+                skipped[campaign].append(f"{table.name} lacks {len(gaps)} day(s) of {first}..{end - timedelta(days=1)}")
+            else:
+                compared.append(Comparison(campaign, table.name, metric, iterable, loaded.get(campaign, 0)))
+    return compared, dict(skipped)
+
+
+def _rows_per_campaign(con: duckdb.DuckDBPyConnection, metrics: Stream, table: Stream) -> dict[int, int]:
+    """Per campaign with a metrics row: the table's rows for it over the metrics' days."""
+    if metrics.reconcile_key.lower() not in column_types(con, table):
+        return {}
+    rk, key = quote(table.replication_key), quote(metrics.reconcile_key)
+    return dict(
+        con.execute(
+            f"SELECT m.id, count(*) FROM {table_name(metrics.name)} m JOIN {table_name(table.name)} t "
+            f'ON t.{key} = m.id AND t.{rk} >= m."startDateTime" AND t.{rk} < m."endDateTime" GROUP BY m.id'
+        ).fetchall()
+    )
+
+
+def _not_loaded(coverage: Coverage, first: date, end: date) -> list[date]:
+    """The days of [first, end) not loaded as their load left them."""
+    changed = {day for day, _, _ in coverage.changed}
+    days = (first + timedelta(days=i) for i in range((end - first).days))
+    return [day for day in days if day not in coverage.days or day in changed]
 
 
 def rejected_lines(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:

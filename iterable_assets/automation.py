@@ -22,7 +22,8 @@ class Automation:
 
 def build_automation(settings: Settings, streams: tuple[Stream, ...]) -> Automation:
     """Daily, in UTC: catalog tables (lists included) first, then every list's members, then the
-    export streams for the day that has just completed; and a sensor that discovers lists."""
+    export streams for the day that has just completed, then the campaign metrics (checked against
+    the events loaded by then); and a sensor that discovers lists."""
     catalog = [s.name for s in streams if s.source in CATALOG_SOURCES]
     members = [s for s in streams if s.source == "list_members"]
     exports = [s.name for s in streams if s.source == "export"]
@@ -49,6 +50,19 @@ def build_automation(settings: Settings, streams: tuple[Stream, ...]) -> Automat
         exports_job = dg.define_asset_job("iterable_exports_job", selection=exports)
         jobs.append(exports_job)
         schedules.append(_exports_schedule(exports_job, settings))
+    metrics = [s.name for s in streams if s.source == "campaign_metrics"]
+    if metrics:
+        metrics_job = dg.define_asset_job("iterable_campaign_metrics_job", selection=metrics)
+        jobs.append(metrics_job)
+        schedules.append(
+            dg.ScheduleDefinition(
+                name="iterable_campaign_metrics_daily",
+                job=metrics_job,
+                cron_schedule="0 4 * * *",
+                execution_timezone="UTC",
+                default_status=RUNNING,
+            )
+        )
     return Automation(jobs, schedules, sensors)
 
 

@@ -106,12 +106,55 @@ def _build(name: str, covers, describe, evaluate: Result, streams: tuple[Stream,
     return _check
 
 
-def build_checks(streams: tuple[Stream, ...]) -> list[dg.AssetChecksDefinition]:
+def _reconciles(metrics: Stream, streams: tuple[Stream, ...], tolerance_percent: float) -> dg.AssetChecksDefinition:
+    """The campaign metrics against the events loaded: per campaign, each event table's rows against
+    Iterable's total for it, where the table has every day of the metrics' span loaded."""
+    tables = {s.name: s for s in streams if s.name in dict(metrics.reconcile)}
+    pairs = ", ".join(f"{table} rows vs '{metric}'" for table, metric in metrics.reconcile if table in tables)
+
+    @dg.asset_check(
+        asset=metrics.name,
+        name="reconciles_with_events",
+        additional_deps=list(tables),  # in a run that loads them too, after them
+        description=f"ERROR when a campaign's loaded events differ from Iterable's totals by more than "
+        f"{tolerance_percent:g} %: {pairs} (totals, not the unique metrics). Campaigns whose span is not "
+        "loaded in full are left out, and said so.",
+    )
+    def _check(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+        with warehouse.connect(duckdb.database) as con:
+            compared, skipped = audit.reconcile(con, metrics, tables)
+        off = [c for c in compared if abs(c.differs_by()) > tolerance_percent]
+        named = [f"campaign {c.campaign}: {c.loaded} {c.table} rows, Iterable's {c.metric} {c.iterable:g}" for c in off]
+        campaigns = {c.campaign for c in compared}
+        summary = f"{len(campaigns)} campaign(s) reconciled, {len(skipped)} left out (their days not all loaded)"
+        return dg.AssetCheckResult(
+            passed=not off,
+            severity=ERROR,
+            description="; ".join(named) if off else summary,
+            metadata={
+                "campaigns_compared": len(campaigns),
+                "campaigns_differing": len({c.campaign for c in off}),
+                "differing": "\n".join(named),
+                "campaigns_left_out": len(skipped),
+                "left_out": "\n".join(f"campaign {c}: {'; '.join(why)}" for c, why in sorted(skipped.items())[:20]),
+                "tolerance_percent": tolerance_percent,
+            },
+        )
+
+    return _check
+
+
+def build_checks(streams: tuple[Stream, ...], reconcile_tolerance_percent: float) -> list[dg.AssetChecksDefinition]:
     """Key uniqueness where a table has a key, day coverage and freshness for window (export) tables,
-    and rejected lines for tables read as JSON. (Column types are checked in the asset's own step;
-    the other tables' freshness is a FreshnessPolicy on the asset.)"""
-    return [
+    rejected lines for tables read as JSON, and the campaign metrics against the events. (Column
+    types are checked in the asset's own step; the other tables' freshness is a FreshnessPolicy.)"""
+    checks = [
         _build(name, covers, describe, evaluate, streams)
         for name, (covers, describe, evaluate) in CHECKS.items()
         if any(covers(s) for s in streams)
     ]
+    names = {s.name for s in streams}
+    for stream in streams:
+        if any(table in names for table, _ in stream.reconcile):
+            checks.append(_reconciles(stream, streams, reconcile_tolerance_percent))
+    return checks

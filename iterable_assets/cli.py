@@ -19,7 +19,14 @@ from iterable_assets.partitions import LISTS_PARTITIONS
 from iterable_assets.recovery import recover_dead_runs
 from iterable_assets.settings import VARIABLES, Settings, SettingsError, load_settings, parse_day
 from iterable_assets.status import format_status, table_status
-from iterable_assets.streams import CATALOG_SOURCES, EXPORT_CHECK_STREAM, KEY_CHECK_STREAM, STREAMS, STREAMS_BY_NAME
+from iterable_assets.streams import (
+    CATALOG_SOURCES,
+    EXPORT_CHECK_STREAM,
+    KEY_CHECK_STREAM,
+    STREAMS,
+    STREAMS_BY_NAME,
+    Stream,
+)
 
 DEMO_KEY = "demo-key"
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -60,7 +67,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     ensure_dagster_home()
     defs = build_definitions(settings)
     with dg.DagsterInstance.get() as instance:
-        report = table_status(defs, STREAMS, settings.duckdb_path, instance, datetime.now(timezone.utc))
+        report = table_status(defs, settings.streams, settings.duckdb_path, instance, datetime.now(timezone.utc))
     print(format_status(report))
     stale = [s.table for s in report if s.stale]
     failed = [s.table for s in report if s.failed_error_check]
@@ -103,7 +110,8 @@ def _record_run(instance: dg.DagsterInstance, result, reports: dict[str, TableRe
 
 def sync(settings: Settings, tables: list[str], start: date, end: date) -> list[TableReport]:
     """Materialize `tables` through the Dagster instance (runs show in the UI): catalog tables,
-    then lists and every list's members (one run per list), then the export streams as one range run."""
+    then lists and every list's members (one run per list), then the export streams as one range
+    run, then the campaign metrics (whose check compares them with the events just loaded)."""
     from iterable_assets.definitions import build_definitions
 
     defs = build_definitions(settings)
@@ -130,9 +138,10 @@ def sync(settings: Settings, tables: list[str], start: date, end: date) -> list[
 
     chosen = [STREAMS_BY_NAME[name] for name in tables]
     members = [s.name for s in chosen if s.source == "list_members"]
-    # A list's members need the list's partition, which the parent's (lists') run keeps in step.
+    # A list's members need the list's partition, which the parent's (lists') run keeps in step;
+    # the campaign metrics need the campaigns.
     parents = [s.parent for s in chosen if s.parent]
-    catalog = [s.name for s in STREAMS if s.source in CATALOG_SOURCES and s.name in (*tables, *parents)]
+    catalog = [s.name for s in settings.streams if s.source in CATALOG_SOURCES and s.name in (*tables, *parents)]
     if catalog:
         run(catalog)
     for key in instance.get_dynamic_partitions(LISTS_PARTITIONS.name) if members else ():
@@ -146,6 +155,9 @@ def sync(settings: Settings, tables: list[str], start: date, end: date) -> list[
                 "dagster/asset_partition_range_end": end.isoformat(),
             },
         )
+    metrics = [s.name for s in chosen if s.source == "campaign_metrics"]
+    if metrics:
+        run(metrics)
     with warehouse.connect(settings.duckdb_path) as con:
         for report in reports.values():
             report.rows = warehouse.row_count(con, STREAMS_BY_NAME[report.table])
@@ -162,13 +174,17 @@ def _last_complete_day() -> date:
     return datetime.now(timezone.utc).date() - timedelta(days=1)
 
 
-def _parse_tables(text: str | None) -> list[str]:
+def _parse_tables(text: str | None, streams: tuple[Stream, ...]) -> list[str]:
+    """--select: names of the chosen tables (ITERABLE_STREAMS), by default all of them."""
+    chosen = [s.name for s in streams]
     if not text:
-        return [s.name for s in STREAMS]
+        return chosen
     names = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [n for n in names if n not in STREAMS_BY_NAME]
+    unknown = [n for n in names if n not in chosen]
     if unknown:
-        raise SystemExit(f"--select: unknown table(s) {', '.join(unknown)}; choose from {', '.join(STREAMS_BY_NAME)}")
+        others = [n for n in unknown if n in STREAMS_BY_NAME]
+        hint = f" ({', '.join(others)}: add to ITERABLE_STREAMS, or set it to all)" if others else ""
+        raise SystemExit(f"--select: unknown table(s) {', '.join(unknown)}{hint}; choose from {', '.join(chosen)}")
     return names
 
 
@@ -183,7 +199,7 @@ def _parse_day(option: str, text: str | None, default: date) -> date:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     settings = load_settings()
-    tables = _parse_tables(args.select)
+    tables = _parse_tables(args.select, settings.streams)
     start = _parse_day("--start", args.start, settings.start_date)
     end = _parse_day("--end", args.end, _last_complete_day())
     if not settings.start_date <= start <= end <= _last_complete_day():
@@ -283,16 +299,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         end = _last_complete_day()
         start = end - timedelta(days=args.days - 1)
         print(
-            f"Iterable simulator at {simulator.base_url}; syncing all {len(STREAMS)} tables for {start}..{end} into "
+            f"Iterable simulator at {simulator.base_url}; syncing all {len(settings.streams)} tables for "
+            f"{start}..{end} into "
             f"{settings.duckdb_path} (rate window compressed to {DEMO_RATE_WINDOW_SECONDS:g} s)",
             flush=True,
         )
         started = time.monotonic()
-        reports = sync(settings, [s.name for s in STREAMS], start, end)
+        reports = sync(settings, [s.name for s in settings.streams], start, end)
     print_reports(reports)
-    export_paths = {f"/api/{s.path}" for s in STREAMS if s.source == "export"}
-    export_429s = sum(1 for r in simulator.request_log if r.path in export_paths and r.status == 429)
-    print(f"total {time.monotonic() - started:.1f} s; 429 responses from the simulator's export limit: {export_429s}")
+    rejected = sum(1 for r in simulator.request_log if r.status == 429)
+    print(f"total {time.monotonic() - started:.1f} s; 429 responses from the simulator's rate limits: {rejected}")
     return 0 if all(r.ok for r in reports) else 1
 
 
@@ -314,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help="validate ITERABLE_API_KEY: a cheap call plus an export probe")
     sync_parser = commands.add_parser("sync", help="materialize tables through the Dagster instance")
-    sync_parser.add_argument("--select", help=f"comma-separated table names (default: all {len(STREAMS)})")
+    sync_parser.add_argument("--select", help="comma-separated table names (default: all of ITERABLE_STREAMS)")
     sync_parser.add_argument("--start", help="first day of the export streams, YYYY-MM-DD (default: start date)")
     sync_parser.add_argument("--end", help="last day, inclusive (default: the last complete day)")
     demo_parser = commands.add_parser("demo", help="sync all tables from the bundled simulator into local DuckDB")

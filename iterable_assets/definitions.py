@@ -13,7 +13,6 @@ from iterable_assets.client import IterableResource
 from iterable_assets.freshness import freshness_sensor
 from iterable_assets.recovery import dead_runs_sensor
 from iterable_assets.settings import Settings, load_settings
-from iterable_assets.streams import STREAMS
 
 
 def build_resources(settings: Settings) -> dict:
@@ -24,9 +23,9 @@ def build_resources(settings: Settings) -> dict:
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    streams = STREAMS
+    streams = settings.streams
     automation = build_automation(settings, streams)
-    checks = build_checks(streams)
+    checks = build_checks(streams, settings.reconcile_tolerance_percent)
     return dg.Definitions(
         assets=build_assets(settings.start_date, streams),
         asset_checks=checks,

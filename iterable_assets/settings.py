@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlparse
 
-from iterable_assets.streams import EXPORT_FAMILY, GET_USERS_FAMILY
+from iterable_assets.streams import (
+    EXPORT_FAMILY,
+    GET_USERS_FAMILY,
+    METRICS_FAMILY,
+    STREAMS_BY_NAME,
+    Stream,
+    select_streams,
+)
 
 
 class SettingsError(ValueError):
@@ -96,6 +103,18 @@ class Settings:
     list_users_requests_per_minute: float = _variable(
         "ITERABLE_LIST_USERS_REQUESTS_PER_MINUTE", "5", _positive_float, REQUESTS_PER_MINUTE
     )
+    campaign_metrics_requests_per_minute: float = _variable(
+        "ITERABLE_CAMPAIGN_METRICS_REQUESTS_PER_MINUTE", "10", _positive_float, REQUESTS_PER_MINUTE
+    )
+    streams: tuple[Stream, ...] = _variable(
+        "ITERABLE_STREAMS",
+        "default",
+        select_streams,
+        f"default, all, or a comma-separated list of these tables: {', '.join(STREAMS_BY_NAME)}",
+    )
+    reconcile_tolerance_percent: float = _variable(
+        "ITERABLE_RECONCILE_TOLERANCE_PERCENT", "0.5", _non_negative_float, "a percentage, 0 or more"
+    )
     duckdb_path: str = _variable(
         "ITERABLE_DUCKDB_PATH", "data/warehouse.duckdb", _database_path, "the path of a database file, not a folder"
     )
@@ -109,7 +128,11 @@ class Settings:
     @property
     def requests_per_minute(self) -> dict[str, float]:
         """Each rate-limit family's budget."""
-        return {EXPORT_FAMILY: self.export_requests_per_minute, GET_USERS_FAMILY: self.list_users_requests_per_minute}
+        return {
+            EXPORT_FAMILY: self.export_requests_per_minute,
+            GET_USERS_FAMILY: self.list_users_requests_per_minute,
+            METRICS_FAMILY: self.campaign_metrics_requests_per_minute,
+        }
 
 
 VARIABLES: dict[str, dataclasses.Field] = {f.metadata["variable"]: f for f in dataclasses.fields(Settings)}

@@ -4,6 +4,7 @@ stream's name or path."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -12,7 +13,8 @@ from typing import Literal
 #   resource      - a JSON resource: one array under `response_key`, per listing, optionally paged
 #   metadata_walk - tables -> keys (following nextMarker) -> one value per key
 #   list_members  - one text/plain body per parent id (one member per line)
-Source = Literal["export", "resource", "metadata_walk", "list_members"]
+#   campaign_metrics - a CSV of metrics per campaign id, for the campaigns whose metrics can still move
+Source = Literal["export", "resource", "metadata_walk", "list_members", "campaign_metrics"]
 CATALOG_SOURCES = ("resource", "metadata_walk")  # unpartitioned tables, read whole on every run
 # How a run writes its rows:
 #   window  - replace the rows whose replication key falls in the run's [start, end)
@@ -26,6 +28,7 @@ TIMESTAMPTZ = "TIMESTAMP WITH TIME ZONE"
 # Iterable's rate-limit families: each has its own budget (settings.Settings.requests_per_minute).
 EXPORT_FAMILY = "export"
 GET_USERS_FAMILY = "getUsers"
+METRICS_FAMILY = "campaignMetrics"
 
 EVENTS_GROUP = "iterable_events"
 CATALOG_GROUP = "iterable_catalog"
@@ -52,16 +55,26 @@ class Stream:
     listings: tuple[dict[str, str], ...] = ({},)  # resource: one listing per set of query parameters
     rate_family: str | None = None  # requests draw on this family's shared budget
     pool: str | None = None  # the Dagster pool its steps run in (dagster.yaml: one step at a time)
-    parent: str | None = None  # list_members: one partition per id of this table
+    parent: str | None = None  # the table whose ids it is read by (list_members: one partition per id)
     partition_column: str | None = None  # list_members: the column (and query parameter) of the parent's id
     synced_at_column: str | None = None  # list_members: the column stamped with the sync's time
     timestamp_fields: tuple[str, ...] = ()  # stored as TIMESTAMPTZ (UTC)
     json_string_fields: tuple[str, ...] = ()  # JSON sent as a string, stored as JSON
     renames: dict[str, str] = field(default_factory=dict)  # source key -> column
+    default: bool = True  # one of the sixteen tables a project has unless ITERABLE_STREAMS says otherwise
+    ids_per_request: int = 0  # campaign_metrics: campaign ids asked for in one request
+    # campaign_metrics: (event table, metric) pairs whose rows per campaign must match Iterable's total
+    reconcile: tuple[tuple[str, str], ...] = ()
+    reconcile_key: str = "campaignId"  # the event tables' column that holds the campaign id
 
 
 EXPORT_PATH = "export/data.json"
 EXPORT_TIMESTAMPS = ("createdAt", "itblInternal.documentCreatedAt", "itblInternal.documentUpdatedAt")
+
+
+def snake_case(data_type_name: str) -> str:
+    """The table name of an export type: pushSendSkip -> push_send_skip."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", data_type_name).lower()
 
 
 def export_stream(name: str, data_type_name: str, **fields) -> Stream:
@@ -176,7 +189,50 @@ STREAMS: tuple[Stream, ...] = (
     ),
 )
 
+# Iterable's other export types, by channel: opt-in tables (ITERABLE_STREAMS), named snake_case.
+OTHER_EVENT_TYPES = {
+    "iterable_push": ("pushSend", "pushSendSkip", "pushOpen", "pushUninstall", "pushBounce"),
+    "iterable_web_push": ("webPushSend", "webPushClick", "webPushSendSkip"),
+    "iterable_in_app": (
+        "inAppSend", "inAppOpen", "inAppClick", "inAppClose", "inAppDelete", "inAppDelivery", "inAppSendSkip",
+        "inboxSession", "inboxMessageImpression",
+    ),
+    "iterable_sms": ("smsSend", "smsBounce", "smsClick", "smsReceived", "smsSendSkip", "smsUsageInfo"),
+    EVENTS_GROUP: ("purchase", "customEvent", "hostedUnsubscribeClick"),
+}  # fmt: skip
+# Time fields those types send besides createdAt, as export strings: stored as timestamps too.
+OTHER_EVENT_TIMESTAMPS = (*EXPORT_TIMESTAMPS, "expiresAt", "inboxSessionStart", "inboxSessionEnd", "profileUpdatedAt")
+
+STREAMS += tuple(
+    export_stream(snake_case(data_type), data_type, group=group, timestamp_fields=OTHER_EVENT_TIMESTAMPS, default=False)
+    for group, data_types in OTHER_EVENT_TYPES.items()
+    for data_type in data_types
+)
+STREAMS += (
+    Stream(
+        "campaign_metrics",
+        "campaign_metrics",
+        "campaigns/metrics",
+        "upsert",
+        (("id", "BIGINT"), ("startDateTime", TIMESTAMPTZ), ("endDateTime", TIMESTAMPTZ)),
+        ("id",),
+        rate_family=METRICS_FAMILY,
+        pool="iterable_campaign_metrics",
+        parent="campaigns",
+        timestamp_fields=("startDateTime", "endDateTime", "campaignUpdatedAt"),
+        default=False,
+        ids_per_request=100,
+        # Totals (not the "Unique ..." metrics, which count people): one row per event in each table.
+        reconcile=(
+            ("email_send", "Total Email Sends"),
+            ("email_open", "Total Email Opens"),
+            ("email_click", "Total Emails Clicked"),
+        ),
+    ),
+)
+
 STREAMS_BY_NAME: dict[str, Stream] = {s.name: s for s in STREAMS}
+DEFAULT_STREAMS: tuple[Stream, ...] = tuple(s for s in STREAMS if s.default)
 
 # `iterable-assets check` proves a key with a cheap resource call, then a one-minute export.
 KEY_CHECK_STREAM = STREAMS_BY_NAME["channels"]
@@ -185,7 +241,22 @@ EXPORT_CHECK_STREAM = STREAMS_BY_NAME["email_send"]
 
 def children(stream: Stream, streams: tuple[Stream, ...] = STREAMS) -> tuple[Stream, ...]:
     """The streams partitioned by the ids of `stream` (list_users, for lists)."""
-    return tuple(s for s in streams if s.parent == stream.name)
+    return tuple(s for s in streams if s.parent == stream.name and s.source == "list_members")
+
+
+def select_streams(text: str) -> tuple[Stream, ...]:
+    """ITERABLE_STREAMS: `default` (the sixteen), `all`, or comma-separated table names; a chosen
+    table's parent comes with it (list_users needs lists, campaign_metrics campaigns)."""
+    if text == "default":
+        return DEFAULT_STREAMS
+    if text == "all":
+        return STREAMS
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    unknown = sorted(names - set(STREAMS_BY_NAME))
+    if unknown or not names:
+        raise ValueError(f"unknown table(s) {', '.join(unknown) or '(none given)'}")
+    names |= {STREAMS_BY_NAME[name].parent for name in names if STREAMS_BY_NAME[name].parent}
+    return tuple(s for s in STREAMS if s.name in names)
 
 
 def of_source(source: Source, streams: tuple[Stream, ...] = STREAMS) -> tuple[Stream, ...]:

@@ -301,6 +301,17 @@ def max_value(con: duckdb.DuckDBPyConnection, stream: Stream, column: str):
     return con.execute(f"SELECT max({quote(column)}) FROM {table_name(stream.name)}").fetchone()[0]
 
 
+def read_columns(con: duckdb.DuckDBPyConnection, stream: Stream, columns: Sequence[str]) -> list[dict]:
+    """Every row's `columns` (None for a column the table does not have yet; no rows without a table)."""
+    existing = column_types(con, stream)
+    if not existing:
+        return []
+    select = ", ".join(quote(existing[c.lower()][0]) if c.lower() in existing else "NULL" for c in columns)
+    return [
+        dict(zip(columns, row)) for row in con.execute(f"SELECT {select} FROM {table_name(stream.name)}").fetchall()
+    ]
+
+
 def row_count(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
     if not column_types(con, stream):
         return 0

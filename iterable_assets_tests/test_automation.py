@@ -7,7 +7,7 @@ import dagster as dg
 from iterable_assets.definitions import build_definitions
 from iterable_assets.partitions import LISTS_PARTITIONS
 from iterable_assets.settings import load_settings
-from iterable_assets.streams import of_source
+from iterable_assets.streams import DEFAULT_STREAMS, of_source
 
 from .conftest import TABLES
 from .test_exports import expected_rows, stored_rows
@@ -55,7 +55,7 @@ def test_exports_schedule_requests_the_latest_complete_day_and_the_lookback_days
 
 
 def test_a_late_event_is_loaded_by_the_next_scheduled_run_with_one_request_per_stream(project):
-    exports = [s.name for s in of_source("export")]
+    exports = [s.name for s in of_source("export", DEFAULT_STREAMS)]  # what the default project's daily job runs
     project.materialize(exports, days=("2024-01-01", "2024-01-09"))  # what earlier daily runs loaded
     late = {"email": "late@x.io", "createdAt": "2024-01-08 23:59:30 +00:00", "campaignId": 1, "templateId": 2,
             "messageId": "late-open"}  # fmt: skip

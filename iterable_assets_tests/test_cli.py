@@ -12,7 +12,7 @@ from iterable_assets.definitions import build_definitions
 from iterable_assets.settings import load_settings
 from iterable_assets.simulator import Dataset
 from iterable_assets.status import table_status
-from iterable_assets.streams import STREAMS
+from iterable_assets.streams import DEFAULT_STREAMS
 
 from .conftest import API_KEY, BIN, TABLES, dagster_materialize, run, small_config
 from .test_exports import expected_rows, stored_rows
@@ -114,7 +114,8 @@ def test_status_shows_every_table_and_fails_on_an_error_check_or_a_stale_table(p
             instance=instance,
             resources=project.resources(),
         )
-        later = table_status(defs, STREAMS, project.database, instance, datetime.now(timezone.utc) + timedelta(days=3))
+        later = datetime.now(timezone.utc) + timedelta(days=3)
+        later = table_status(defs, DEFAULT_STREAMS, project.database, instance, later)
     failed = run([str(BIN / "iterable-assets"), "status"], env)
     assert failed.returncode == 1
     assert "primary_key_unique FAILED (ERROR)" in failed.stdout and "ERROR failed: users" in failed.stdout
