@@ -31,7 +31,7 @@ def _column_types_spec(stream: Stream) -> dg.AssetCheckSpec:
     )
 
 
-def _described(con, stream: Stream, database: str, before: dict) -> dict:
+def _described(con, stream: Stream, database: str, before: dict) -> tuple[dict, list[dg.AssetCheckResult]]:
     """The materialization's table metadata, and the column-types check of the run (whose columns
     were `before` it)."""
     columns = audit.column_schema(con, stream)
@@ -47,14 +47,12 @@ def _described(con, stream: Stream, database: str, before: dict) -> dict:
         description="; ".join(widened) or "no column changed type",
         metadata={"widened": ", ".join(widened), "columns_added": ", ".join(added)},
     )
-    return {
-        "metadata": {
-            "dagster/table_name": f"{Path(database).stem}.{warehouse.SCHEMA}.{stream.name}",
-            "dagster/column_schema": schema,
-            "dagster/row_count": warehouse.row_count(con, stream),
-        },
-        "check_results": [check],
+    metadata = {
+        "dagster/table_name": f"{Path(database).stem}.{warehouse.SCHEMA}.{stream.name}",
+        "dagster/column_schema": schema,
+        "dagster/row_count": warehouse.row_count(con, stream),
     }
+    return metadata, [check]
 
 
 def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition, **_) -> dg.AssetsDefinition:
@@ -100,12 +98,12 @@ def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition, **_) -> d
                     f"{loaded.rows} rows loaded, {loaded.replaced} replaced"
                 )
             with warehouse.connect(duckdb.database) as con:
-                described = _described(con, stream, duckdb.database, before)
+                table, checks = _described(con, stream, duckdb.database, before)
                 days = audit.day_coverage(con, stream).days
             for key in context.partition_keys:  # each day's own row count, on that day's materialization
                 rows_of_day = days.get(date.fromisoformat(key), 0)
                 context.add_asset_metadata({"dagster/partition_row_count": rows_of_day}, partition_key=key)
-            described["metadata"].update(
+            table.update(
                 {
                     "rows_loaded": rows,
                     "export_requests": iterable.requests_made(stream.path) - requests_before,
@@ -116,7 +114,7 @@ def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition, **_) -> d
                     "load_seconds": round(load_seconds, 3),
                 }
             )
-            return dg.MaterializeResult(**described)
+            return dg.MaterializeResult(metadata=table, check_results=checks)
 
     return _asset
 
@@ -162,13 +160,12 @@ def _catalog_asset(stream: Stream, start_date: date, streams: tuple[Stream, ...]
             for child in partitioned:
                 ids = [r[stream.primary_key[0]] for r in records]
                 metadata.update(_keep_partitions_in_step(context, con, child, ids))
-            described = _described(con, stream, duckdb.database, before)
+            table, checks = _described(con, stream, duckdb.database, before)
         context.log.info(
-            f"{stream.name}: {fetched} fetched, {loaded.rows} written, "
-            f"{described['metadata']['dagster/row_count']} in the table"
+            f"{stream.name}: {fetched} fetched, {loaded.rows} written, {table['dagster/row_count']} in the table"
         )
-        described["metadata"].update(metadata, rows_loaded=loaded.rows)
-        return dg.MaterializeResult(**described)
+        table.update(metadata, rows_loaded=loaded.rows)
+        return dg.MaterializeResult(metadata=table, check_results=checks)
 
     return _asset
 
@@ -232,10 +229,10 @@ def _metrics_asset(stream: Stream, start_date: date, **_) -> dg.AssetsDefinition
                 record["campaignUpdatedAt"] = _epoch_ms(updated[record["id"]])
         with warehouse.connect(duckdb.database) as con:
             loaded = loader.load_records(con, stream, records, Scope.keys(stream.primary_key))
-            described = _described(con, stream, duckdb.database, before)
+            table, checks = _described(con, stream, duckdb.database, before)
         context.log.info(f"{stream.name}: {len(due)} campaign(s) due, {loaded.rows} row(s) written")
-        described["metadata"].update(campaigns_due=len(due), rows_loaded=loaded.rows)
-        return dg.MaterializeResult(**described)
+        table.update(campaigns_due=len(due), rows_loaded=loaded.rows)
+        return dg.MaterializeResult(metadata=table, check_results=checks)
 
     return _asset
 
@@ -270,12 +267,10 @@ def _members_asset(stream: Stream, **_) -> dg.AssetsDefinition:
         with iterable.list_members(stream, parent_id) as path:
             with warehouse.connect(duckdb.database) as con:
                 loaded = loader.load_members(con, stream, path, parent_id, synced_at)
-                described = _described(con, stream, duckdb.database, before)
+                table, checks = _described(con, stream, duckdb.database, before)
         context.log.info(f"list {parent_id}: {loaded.rows} members")
-        described["metadata"].update(
-            {"dagster/partition_row_count": loaded.rows, "rows_loaded": loaded.rows, "list_id": parent_id}
-        )
-        return dg.MaterializeResult(**described)
+        table.update({"dagster/partition_row_count": loaded.rows, "rows_loaded": loaded.rows, "list_id": parent_id})
+        return dg.MaterializeResult(metadata=table, check_results=checks)
 
     return _asset
 
@@ -285,7 +280,7 @@ BUILDERS = {
     "resource": _catalog_asset,
     "metadata_walk": _catalog_asset,
     "list_members": _members_asset,
-    "campaign_metrics": _metrics_asset,
+    "metrics_csv": _metrics_asset,
 }
 
 

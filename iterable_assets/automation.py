@@ -50,7 +50,7 @@ def build_automation(settings: Settings, streams: tuple[Stream, ...]) -> Automat
         exports_job = dg.define_asset_job("iterable_exports_job", selection=exports)
         jobs.append(exports_job)
         schedules.append(_exports_schedule(exports_job, settings))
-    metrics = [s.name for s in streams if s.source == "campaign_metrics"]
+    metrics = [s.name for s in streams if s.source == "metrics_csv"]
     if metrics:
         metrics_job = dg.define_asset_job("iterable_campaign_metrics_job", selection=metrics)
         jobs.append(metrics_job)

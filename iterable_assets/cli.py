@@ -155,7 +155,7 @@ def sync(settings: Settings, tables: list[str], start: date, end: date) -> list[
                 "dagster/asset_partition_range_end": end.isoformat(),
             },
         )
-    metrics = [s.name for s in chosen if s.source == "campaign_metrics"]
+    metrics = [s.name for s in chosen if s.source == "metrics_csv"]
     if metrics:
         run(metrics)
     with warehouse.connect(settings.duckdb_path) as con:

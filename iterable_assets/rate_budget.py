@@ -34,8 +34,9 @@ class RateBudget:
     @property
     def margin_seconds(self) -> float:
         # A grant is taken just before the request leaves; allow for requests reaching the
-        # server in a different order than their grants.
-        return min(1.0, self.period_seconds * 0.02)
+        # server in a different order than their grants: 2% of the window (1 s of Iterable's
+        # minute), and at least the 0.1 s a busy machine can take between grant and request.
+        return min(1.0, max(0.1, self.period_seconds * 0.02))
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)

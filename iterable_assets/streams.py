@@ -13,8 +13,8 @@ from typing import Literal
 #   resource      - a JSON resource: one array under `response_key`, per listing, optionally paged
 #   metadata_walk - tables -> keys (following nextMarker) -> one value per key
 #   list_members  - one text/plain body per parent id (one member per line)
-#   campaign_metrics - a CSV of metrics per campaign id, for the campaigns whose metrics can still move
-Source = Literal["export", "resource", "metadata_walk", "list_members", "campaign_metrics"]
+#   metrics_csv   - a CSV of metrics per campaign id, for the campaigns whose metrics can still move
+Source = Literal["export", "resource", "metadata_walk", "list_members", "metrics_csv"]
 CATALOG_SOURCES = ("resource", "metadata_walk")  # unpartitioned tables, read whole on every run
 # How a run writes its rows:
 #   window  - replace the rows whose replication key falls in the run's [start, end)
@@ -62,8 +62,8 @@ class Stream:
     json_string_fields: tuple[str, ...] = ()  # JSON sent as a string, stored as JSON
     renames: dict[str, str] = field(default_factory=dict)  # source key -> column
     default: bool = True  # one of the sixteen tables a project has unless ITERABLE_STREAMS says otherwise
-    ids_per_request: int = 0  # campaign_metrics: campaign ids asked for in one request
-    # campaign_metrics: (event table, metric) pairs whose rows per campaign must match Iterable's total
+    ids_per_request: int = 0  # metrics_csv: campaign ids asked for in one request
+    # metrics_csv: (event table, metric) pairs whose rows per campaign must match Iterable's total
     reconcile: tuple[tuple[str, str], ...] = ()
     reconcile_key: str = "campaignId"  # the event tables' column that holds the campaign id
 
@@ -211,7 +211,7 @@ STREAMS += tuple(
 STREAMS += (
     Stream(
         "campaign_metrics",
-        "campaign_metrics",
+        "metrics_csv",
         "campaigns/metrics",
         "upsert",
         (("id", "BIGINT"), ("startDateTime", TIMESTAMPTZ), ("endDateTime", TIMESTAMPTZ)),
