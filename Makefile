@@ -21,7 +21,7 @@ demo: setup  ## sync all 16 tables from the bundled simulator into data/warehous
 	$(BIN)/iterable-assets demo
 
 test: setup  ## lint, then the whole test suite, slow end-to-end tests included
-	$(BIN)/ruff check iterable_assets iterable_assets_tests bench
+	$(BIN)/ruff check iterable_assets iterable_assets_tests bench docs
 	$(BIN)/python -m pytest -q
 
 dev: setup  ## the simulator plus the Dagster UI on http://localhost:3000
@@ -36,7 +36,7 @@ recover: setup  ## free the pool slots of runs whose process was killed
 status: setup  ## one line per table: rows, days loaded and missing, freshness, checks
 	$(BIN)/iterable-assets status
 
-bench: setup  ## the benchmarks of README.md#benchmarks (several minutes)
+bench: setup  ## the benchmarks of bench/README.md (about 5 minutes)
 	$(BIN)/python bench/benchmark.py ingest --repeat 5
 	$(BIN)/python bench/benchmark.py ingest --records 2000000 --repeat 3
 	$(BIN)/python bench/benchmark.py pages --repeat 5

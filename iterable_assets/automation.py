@@ -31,15 +31,7 @@ def build_automation(settings: Settings, streams: tuple[Stream, ...]) -> Automat
     if catalog:
         catalog_job = dg.define_asset_job("iterable_catalog_job", selection=catalog)
         jobs.append(catalog_job)
-        schedules.append(
-            dg.ScheduleDefinition(
-                name="iterable_catalog_daily",
-                job=catalog_job,
-                cron_schedule="0 2 * * *",
-                execution_timezone="UTC",
-                default_status=RUNNING,
-            )
-        )
+        schedules.append(_daily("iterable_catalog_daily", catalog_job, "0 2 * * *"))
     if members:
         members_job = dg.define_asset_job("iterable_list_users_job", selection=[s.name for s in members])
         jobs.append(members_job)
@@ -54,16 +46,14 @@ def build_automation(settings: Settings, streams: tuple[Stream, ...]) -> Automat
     if metrics:
         metrics_job = dg.define_asset_job("iterable_campaign_metrics_job", selection=metrics)
         jobs.append(metrics_job)
-        schedules.append(
-            dg.ScheduleDefinition(
-                name="iterable_campaign_metrics_daily",
-                job=metrics_job,
-                cron_schedule="0 4 * * *",
-                execution_timezone="UTC",
-                default_status=RUNNING,
-            )
-        )
+        schedules.append(_daily("iterable_campaign_metrics_daily", metrics_job, "0 4 * * *"))
     return Automation(jobs, schedules, sensors)
+
+
+def _daily(name: str, job, cron: str) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name=name, job=job, cron_schedule=cron, execution_timezone="UTC", default_status=RUNNING
+    )
 
 
 def _members_schedule(job) -> dg.ScheduleDefinition:
