@@ -22,13 +22,16 @@ KINDS = {"iterable", "duckdb"}
 COLUMN_TYPES_CHECK = "column_types_unchanged"
 
 
-def _column_types_spec(stream: Stream) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
+def _asset_args(stream: Stream) -> dict:
+    """What every asset's decorator says the same way: its name, group, kinds and pool, and the
+    column-types check its own step runs."""
+    column_types = dg.AssetCheckSpec(
         COLUMN_TYPES_CHECK,
         asset=stream.name,
         description="WARN when the run widened a column's type (e.g. BIGINT to DOUBLE, or to VARCHAR for mixed "
         "kinds): the values are kept exactly, but queries that rely on the old type may change.",
     )
+    return dict(name=stream.name, group_name=stream.group, kinds=KINDS, pool=stream.pool, check_specs=[column_types])
 
 
 def _described(con, stream: Stream, database: str, before: dict) -> tuple[dict, list[dg.AssetCheckResult]]:
@@ -60,14 +63,10 @@ def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition, **_) -> d
         warnings.simplefilter("ignore", dg.BetaWarning)
 
         @dg.asset(
-            name=stream.name,
-            group_name=stream.group,
-            kinds=KINDS,
-            pool=stream.pool,
+            **_asset_args(stream),
             partitions_def=partitions,
             backfill_policy=dg.BackfillPolicy.single_run(),
             metadata={"partition_expr": stream.replication_key},
-            check_specs=[_column_types_spec(stream)],
             description=f"Iterable export `dataTypeName={stream.data_type_name}`, one row per record, partitioned "
             f"by `{stream.replication_key}` (UTC day).",
         )
@@ -124,10 +123,7 @@ def _catalog_asset(stream: Stream, start_date: date, streams: tuple[Stream, ...]
     partitioned = children(stream, streams)
 
     @dg.asset(
-        name=stream.name,
-        group_name=stream.group,
-        kinds=KINDS,
-        check_specs=[_column_types_spec(stream)],
+        **_asset_args(stream),
         freshness_policy=TABLE_POLICY,
         description=f"Iterable `GET /api/{stream.path}` ({stream.write} write).",
     )
@@ -200,12 +196,8 @@ def _metrics_asset(stream: Stream, start_date: date, **_) -> dg.AssetsDefinition
     campaigns = STREAMS_BY_NAME[stream.parent]
 
     @dg.asset(
-        name=stream.name,
-        group_name=stream.group,
-        kinds=KINDS,
-        pool=stream.pool,
+        **_asset_args(stream),
         deps=[campaigns.name],
-        check_specs=[_column_types_spec(stream)],
         freshness_policy=TABLE_POLICY,
         description=f"Iterable `GET /api/{stream.path}`: each campaign's metrics (a column each, named as "
         "Iterable sends them) over the days the project replicates, from ITERABLE_START_DATE to the start of "
@@ -247,13 +239,9 @@ def _midnight(day: date) -> datetime:
 
 def _members_asset(stream: Stream, **_) -> dg.AssetsDefinition:
     @dg.asset(
-        name=stream.name,
-        group_name=stream.group,
-        kinds=KINDS,
-        pool=stream.pool,
+        **_asset_args(stream),
         partitions_def=LISTS_PARTITIONS,
         deps=[stream.parent],
-        check_specs=[_column_types_spec(stream)],
         freshness_policy=TABLE_POLICY,
         description=f"Members of each Iterable list (`GET /api/{stream.path}`), one partition per list id.",
     )
