@@ -23,6 +23,14 @@ HOLDS = {
 }
 NUMBER_TYPES = tuple(NUMBER_GUARDS)  # each holds the values of the ones before it
 KIND_MISMATCH = "iterable_assets: a value its column type does not hold"  # the error `checked` raises
+EXPORT_TIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"  # how exports write a timestamp: '2021-04-14 16:48:01 +00:00'
+
+
+def text_timestamp(text: str, strict: bool = True) -> str:
+    """SQL: a timestamp sent as text (an export's format, or ISO 8601) as TIMESTAMPTZ. Text that is
+    neither fails the query when `strict`, else gives NULL."""
+    cast = "CAST" if strict else "TRY_CAST"
+    return f"COALESCE(try_strptime({text}, '{EXPORT_TIME_FORMAT}'), {cast}({text} AS TIMESTAMPTZ))"
 
 
 def holds(duck_type: str, text: str) -> str:

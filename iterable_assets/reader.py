@@ -16,7 +16,7 @@ from typing import Sequence
 
 import duckdb
 
-from iterable_assets.json_types import HOLDS, NUMBER_TYPES, checked, holds
+from iterable_assets.json_types import HOLDS, NUMBER_TYPES, checked, holds, text_timestamp
 from iterable_assets.sql import json_pointer, plain_names, quote, sql_string
 from iterable_assets.streams import TIMESTAMPTZ, Stream
 from iterable_assets.warehouse import Batch
@@ -26,7 +26,6 @@ from iterable_assets.warehouse import Batch
 READER_OBJECT_SIZE = 16 << 20  # DuckDB's default; its buffers (twice this per thread) fit the memory limit
 MAX_RECORD_BYTES = READER_OBJECT_SIZE
 HEADER_KEY = "__iterable_assets_type_header__"  # marks the header's records, which are not loaded
-EXPORT_TIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +146,7 @@ def _batch(stream: Stream, columns: Sequence[tuple[str, str]], sources: Sequence
             if duck_type in NUMBER_TYPES:  # JSON resources: epoch milliseconds
                 expr = f"epoch_ms(CAST({src} AS BIGINT))::TIMESTAMPTZ"
             elif duck_type == "VARCHAR":  # exports: '2021-04-14 16:48:01 +00:00', or ISO 8601
-                expr = f"COALESCE(try_strptime({src}, '{EXPORT_TIME_FORMAT}'), CAST({src} AS TIMESTAMPTZ))"
+                expr = text_timestamp(src)
             else:
                 expr = f"CAST({src} AS TIMESTAMPTZ)"
         elif column in stream.json_string_fields and duck_type == "VARCHAR":

@@ -69,7 +69,12 @@ class Stream:
 
 
 EXPORT_PATH = "export/data.json"
-EXPORT_TIMESTAMPS = ("createdAt", "itblInternal.documentCreatedAt", "itblInternal.documentUpdatedAt")
+# The fields Iterable's exports send as timestamp strings ('2021-04-14 16:48:01 +00:00'): stored as
+# TIMESTAMPTZ in every export table that has them, so that one field has one type everywhere.
+EXPORT_TIMESTAMPS = (
+    "createdAt", "profileUpdatedAt", "signupDate", "expiresAt", "inboxSessionStart", "inboxSessionEnd",
+    "itblInternal.documentCreatedAt", "itblInternal.documentUpdatedAt",
+)  # fmt: skip
 
 
 def snake_case(data_type_name: str) -> str:
@@ -181,7 +186,6 @@ STREAMS: tuple[Stream, ...] = (
         base_columns=(("email", "VARCHAR"), ("profileUpdatedAt", TIMESTAMPTZ)),
         primary_key=("email",),
         replication_key="profileUpdatedAt",
-        timestamp_fields=("profileUpdatedAt", "signupDate", *EXPORT_TIMESTAMPS),
         json_string_fields=(),
         # The reference connector's (Singer tap-iterable) renames, kept so both keys survive
         # in a case-insensitive database.
@@ -200,11 +204,9 @@ OTHER_EVENT_TYPES = {
     "iterable_sms": ("smsSend", "smsBounce", "smsClick", "smsReceived", "smsSendSkip", "smsUsageInfo"),
     EVENTS_GROUP: ("purchase", "customEvent", "hostedUnsubscribeClick"),
 }  # fmt: skip
-# Time fields those types send besides createdAt, as export strings: stored as timestamps too.
-OTHER_EVENT_TIMESTAMPS = (*EXPORT_TIMESTAMPS, "expiresAt", "inboxSessionStart", "inboxSessionEnd", "profileUpdatedAt")
 
 STREAMS += tuple(
-    export_stream(snake_case(data_type), data_type, group=group, timestamp_fields=OTHER_EVENT_TIMESTAMPS, default=False)
+    export_stream(snake_case(data_type), data_type, group=group, default=False)
     for group, data_types in OTHER_EVENT_TYPES.items()
     for data_type in data_types
 )

@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 
 import duckdb
 
-from iterable_assets.json_types import NULL_TYPE, widen
+from iterable_assets.json_types import NULL_TYPE, text_timestamp, widen
 from iterable_assets.sql import quote, sql_string
 from iterable_assets.streams import Stream
 
@@ -150,8 +150,11 @@ def replace(
     con.execute("BEGIN TRANSACTION")
     try:
         ensure_table(con, stream)
+        _timestamps_from_text(con, stream)
         select = _evolve(con, stream, batch.columns if batch else [], batch.renamed if batch else {})
-        replaced = con.execute(f"DELETE FROM {table} WHERE {scope.where}", list(scope.params)).fetchone()[0]
+        replaced = 0
+        if batch or not scope.uses_batch:  # a scope of the incoming keys replaces nothing when none come
+            replaced = con.execute(f"DELETE FROM {table} WHERE {scope.where}", list(scope.params)).fetchone()[0]
         rows = 0
         if source is not None:
             rows = con.execute(f"INSERT INTO {table} BY NAME SELECT {select} FROM ({source})").fetchone()[0]
@@ -251,6 +254,24 @@ def column_types(con: duckdb.DuckDBPyConnection, stream: Stream) -> dict[str, tu
 def ensure_table(con: duckdb.DuckDBPyConnection, stream: Stream) -> None:
     columns = ", ".join(f"{quote(name)} {duck_type}" for name, duck_type in stream.base_columns)
     con.execute(f"CREATE TABLE IF NOT EXISTS {table_name(stream.name)} ({columns})")
+
+
+def _timestamps_from_text(con: duckdb.DuckDBPyConnection, stream: Stream) -> None:
+    """A timestamp field that an earlier version of the catalog stored as text (VARCHAR) becomes
+    TIMESTAMPTZ, in place, when every value it holds reads as a timestamp; else it stays text."""
+    table = table_name(stream.name)
+    for name, current in column_types(con, stream).values():
+        if current != "VARCHAR" or name not in stream.timestamp_fields:
+            continue
+        parsed = text_timestamp(quote(name), strict=False)
+        unreadable = con.execute(
+            f"SELECT count(*) FROM {table} WHERE {quote(name)} IS NOT NULL AND {parsed} IS NULL"
+        ).fetchone()[0]
+        if unreadable:
+            log.warning("%s.%s: %d value(s) are not timestamps; it stays VARCHAR", stream.name, name, unreadable)
+            continue
+        log.warning("%s.%s: stored as text until now; converting it to TIMESTAMPTZ", stream.name, name)
+        con.execute(f"ALTER TABLE {table} ALTER COLUMN {quote(name)} SET DATA TYPE TIMESTAMPTZ USING {parsed}")
 
 
 def _evolve(

@@ -119,3 +119,20 @@ def test_a_deleted_list_loses_its_partition_and_rows(project):
     assert str(gone) not in partitions and str(new["id"]) in partitions
     assert len(partitions) == len(keys)
     assert project.query('SELECT count(*) FROM iterable.list_users WHERE "listId" = ?', [gone]) == [(0,)]
+
+
+def test_campaigns_and_templates_all_older_than_the_start_date_sync_to_empty_tables(project):
+    # Every simulated campaign and template was last updated in 2024-01..02: none is at or after the
+    # first bookmark, ITERABLE_START_DATE. The run succeeds, and the tables exist, empty.
+    project.start_date = datetime(2024, 6, 1).date()
+    result = project.materialize(["campaigns", "templates"])
+    assert result.success
+    for table in ("campaigns", "templates"):
+        assert project.query(f"SELECT count(*) FROM iterable.{table}") == [(0,)]
+        metadata = result.asset_materializations_for_node(table)[0].metadata
+        assert metadata["rows_loaded"].value == 0 and metadata["records_fetched"].value > 0
+    # a record edited since then is loaded by the next run
+    edited = project.dataset.campaigns()[0]["id"]
+    project.dataset.touch_campaign(edited, datetime(2024, 7, 1))
+    project.materialize(["campaigns"])
+    assert project.query("SELECT id FROM iterable.campaigns") == [(edited,)]

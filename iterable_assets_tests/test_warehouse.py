@@ -1,6 +1,7 @@
 """The DuckDB writer on hand-made bodies: exact types past DuckDB's sample, new fields, widening,
 renames, empty bodies, windows that bring stray rows, and the transaction on failure."""
 
+import dataclasses
 import json
 import tempfile
 from datetime import datetime, timedelta, timezone
@@ -345,3 +346,42 @@ def test_users_keep_one_row_per_email(tmp_path):
     load(tmp_path, [{"email": "a@x.io", "profileUpdatedAt": "2024-01-01 05:00:00 +00:00", "v": 1}], users, day1)
     load(tmp_path, [{"email": "a@x.io", "profileUpdatedAt": "2024-01-02 05:00:00 +00:00", "v": 2}], users, day2)
     assert query(tmp_path, "SELECT email, v FROM iterable.users") == [("a@x.io", 2)]
+
+
+SUBSCRIBE = STREAMS_BY_NAME["email_subscribe"]
+
+
+def subscribe(i, day=DAY):
+    stamp = (day + timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S +00:00")
+    return {"email": f"u{i}@x.io", "createdAt": stamp, "profileUpdatedAt": stamp}
+
+
+def test_a_field_sent_as_a_timestamp_is_a_timestamp_in_every_export_table(tmp_path):
+    exports = [s for s in STREAMS_BY_NAME.values() if s.source == "export"]
+    assert all({"profileUpdatedAt", "createdAt", "signupDate"} <= set(s.timestamp_fields) for s in exports)
+    load(tmp_path, [subscribe(1), subscribe(2)], SUBSCRIBE)
+    assert query(tmp_path, "SELECT data_type FROM information_schema.columns WHERE table_name = 'email_subscribe' "
+                 "AND column_name = 'profileUpdatedAt'") == [("TIMESTAMP WITH TIME ZONE",)]  # fmt: skip
+
+
+def test_a_timestamp_stored_as_text_by_an_earlier_version_is_converted_in_place(tmp_path):
+    earlier = dataclasses.replace(SUBSCRIBE, timestamp_fields=("createdAt",))  # the catalog before the fix
+    load(tmp_path, [subscribe(i) for i in range(3)], earlier)
+    column = "SELECT data_type FROM information_schema.columns WHERE column_name = 'profileUpdatedAt'"
+    assert query(tmp_path, column) == [("VARCHAR",)]
+    next_day = Scope.window("createdAt", DAY + timedelta(days=1), DAY + timedelta(days=2))
+    load(tmp_path, [subscribe(7, DAY + timedelta(days=1))], SUBSCRIBE, next_day)  # any later load converts it
+    assert query(tmp_path, column) == [("TIMESTAMP WITH TIME ZONE",)]
+    assert query(tmp_path, 'SELECT count(*) FROM iterable.email_subscribe WHERE "profileUpdatedAt" = "createdAt"') == [
+        (4,)
+    ]
+
+
+def test_text_that_is_not_a_timestamp_keeps_its_column_as_text(tmp_path):
+    earlier = dataclasses.replace(SUBSCRIBE, timestamp_fields=("createdAt",))
+    load(tmp_path, [subscribe(1), {**subscribe(2), "profileUpdatedAt": "yesterday"}], earlier)
+    next_day = Scope.window("createdAt", DAY + timedelta(days=1), DAY + timedelta(days=2))
+    load(tmp_path, [subscribe(7, DAY + timedelta(days=1))], SUBSCRIBE, next_day)
+    column = "SELECT data_type FROM information_schema.columns WHERE column_name = 'profileUpdatedAt'"
+    assert query(tmp_path, column) == [("VARCHAR",)]
+    assert ("yesterday",) in query(tmp_path, 'SELECT "profileUpdatedAt" FROM iterable.email_subscribe')
