@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed
 
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: demo test dev check recover status bench screenshots setup clean
+PORT ?= 3000
+
+.PHONY: demo test sim dev ui check recover status bench screenshots setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +26,14 @@ test: setup  ## lint, then the whole test suite, slow end-to-end tests included
 	$(BIN)/ruff check iterable_assets iterable_assets_tests bench docs
 	$(BIN)/python -m pytest -q
 
-dev: setup  ## the simulator plus the Dagster UI on http://localhost:3000
-	$(BIN)/iterable-assets dev
+sim: setup  ## the bundled simulator until Ctrl-C, its URL and key in .env meanwhile
+	$(BIN)/iterable-assets simulate
+
+dev: setup  ## the bundled simulator plus the Dagster UI on http://localhost:$(PORT)
+	$(BIN)/iterable-assets dev --port $(PORT)
+
+ui: setup  ## the Dagster UI on http://localhost:$(PORT), on the settings in .env (a real project, or `make sim`)
+	$(BIN)/iterable-assets ui --port $(PORT)
 
 check: setup  ## validate ITERABLE_API_KEY against ITERABLE_BASE_URL
 	$(BIN)/iterable-assets check

@@ -14,12 +14,18 @@ from iterable_assets.streams import Stream
 from iterable_assets.warehouse import LOADED_DAYS, REJECTS, SCHEMA, column_types, table_name
 
 
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    return {
+        name
+        for (name,) in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+            [SCHEMA, table],
+        ).fetchall()
+    }
+
+
 def _has(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(
-        con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [SCHEMA, table]
-        ).fetchone()[0]
-    )
+    return bool(_columns(con, table))
 
 
 def column_schema(con: duckdb.DuckDBPyConnection, stream: Stream) -> list[tuple[str, str, str | None]]:
@@ -82,6 +88,18 @@ def day_coverage(con: duckdb.DuckDBPyConnection, stream: Stream) -> Coverage:
     missing = [day for day in span if day not in ledger]
     changed = [(day, rows, now.get(day, 0)) for day, rows in ledger.items() if now.get(day, 0) != rows]
     return Coverage(first, last, missing, changed, ledger)
+
+
+def shrunk_days(con: duckdb.DuckDBPyConnection, stream: Stream, percent: float) -> list[tuple[date, int, int]]:
+    """(day, rows before, rows after) of each day whose last load took it from rows to none, or down
+    by more than `percent` of them."""
+    if not _has(con, LOADED_DAYS) or "rows_before" not in _columns(con, LOADED_DAYS):  # a ledger from before
+        return []
+    return con.execute(
+        f"SELECT day, rows_before, rows_loaded FROM {SCHEMA}.{LOADED_DAYS} WHERE stream = ? AND rows_before > 0 "
+        "AND (rows_loaded = 0 OR (rows_before - rows_loaded) * 100.0 > ? * rows_before) ORDER BY day",
+        [stream.name, percent],
+    ).fetchall()
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ reads the table as it is now, so a change made by hand shows at the next check. 
 check is one step for all the tables it covers (a step per table and check would cost a second
 or so each)."""
 
+import functools
 from typing import Callable
 
 import dagster as dg
@@ -11,6 +12,7 @@ from dagster_duckdb import DuckDBResource
 
 from iterable_assets import audit, warehouse
 from iterable_assets.freshness import CHECK_NAME, EXPORT_MAX_AGE_DAYS, latest_day_result
+from iterable_assets.settings import Settings
 from iterable_assets.streams import Stream
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
@@ -58,35 +60,61 @@ def _no_rejected_lines(con, stream: Stream) -> dict:
     )
 
 
-# name -> (which tables it covers, what it says, how it is evaluated)
-CHECKS: dict[str, tuple[Callable[[Stream], bool], Callable[[Stream], str], Result]] = {
-    "primary_key_unique": (
-        lambda s: bool(s.primary_key),
-        lambda s: f"ERROR when two rows share ({', '.join(s.primary_key)}), the key a sync replaces rows by.",
-        _unique_key,
-    ),
-    "days_complete": (
-        lambda s: s.write == "window",
-        lambda s: (
-            "ERROR when a day between the first and the last day loaded was never loaded, or when a loaded "
-            "day's rows changed since its load (deleted or added outside a sync)."
+def _days_not_emptied(con, stream: Stream, percent: float, severity: str) -> dict:
+    shrunk = audit.shrunk_days(con, stream, percent)
+    named = [f"{day}: {before} -> {after} rows" for day, before, after in shrunk]
+    description = f"no load took a day to 0 rows or down by more than {percent:g} %"
+    if shrunk:
+        listed = "; ".join(named[:10]) + ("; ..." if len(named) > 10 else "")
+        description = f"{len(shrunk)} day(s) emptied or down by more than {percent:g} % at their last load: {listed}"
+    return dict(
+        passed=not shrunk,
+        severity=dg.AssetCheckSeverity(severity),
+        description=description,
+        metadata={"days_shrunk": len(shrunk), "shrunk": "\n".join(named), "shrink_alert_percent": percent},
+    )
+
+
+def _kinds(settings: Settings) -> dict[str, tuple[Callable[[Stream], bool], Callable[[Stream], str], Result]]:
+    """name -> (which tables it covers, what it says, how it is evaluated)"""
+    percent, severity = settings.shrink_alert_percent, settings.shrink_alert_severity
+    return {
+        "primary_key_unique": (
+            lambda s: bool(s.primary_key),
+            lambda s: f"ERROR when two rows share ({', '.join(s.primary_key)}), the key a sync replaces rows by.",
+            _unique_key,
         ),
-        _days_complete,
-    ),
-    "no_rejected_lines": (
-        lambda s: s.source != "list_members",  # the only source not read as JSON records
-        lambda s: (
-            f"WARN when lines of a response were not JSON records: they are kept verbatim in "
-            f"{warehouse.SCHEMA}.{warehouse.REJECTS} (stream = '{s.name}'), and the rest loaded."
+        "days_complete": (
+            lambda s: s.write == "window",
+            lambda s: (
+                "ERROR when a day between the first and the last day loaded was never loaded, or when a loaded "
+                "day's rows changed since its load (deleted or added outside a sync)."
+            ),
+            _days_complete,
         ),
-        _no_rejected_lines,
-    ),
-    CHECK_NAME: (
-        lambda s: s.write == "window",
-        lambda s: f"WARN when the latest day loaded is more than {EXPORT_MAX_AGE_DAYS} days old (UTC).",
-        latest_day_result,
-    ),
-}
+        "no_rejected_lines": (
+            lambda s: s.source != "list_members",  # the only source not read as JSON records
+            lambda s: (
+                f"WARN when lines of a response were not JSON records: they are kept verbatim in "
+                f"{warehouse.SCHEMA}.{warehouse.REJECTS} (stream = '{s.name}'), and the rest loaded."
+            ),
+            _no_rejected_lines,
+        ),
+        CHECK_NAME: (
+            lambda s: s.write == "window",
+            lambda s: f"WARN when the latest day loaded is more than {EXPORT_MAX_AGE_DAYS} days old (UTC).",
+            latest_day_result,
+        ),
+        "days_not_emptied": (
+            lambda s: s.write == "window",
+            lambda s: (
+                f"{severity} when a reload takes a day that had rows down to 0, or by more than {percent:g} % "
+                "(ITERABLE_SHRINK_ALERT_PERCENT): more often a wrong key, project or data center, or an incident "
+                "at Iterable, than users Iterable deleted. Nothing is refused: the day holds what Iterable sent."
+            ),
+            functools.partial(_days_not_emptied, percent=percent, severity=severity),
+        ),
+    }
 
 
 def _build(name: str, covers, describe, evaluate: Result, streams: tuple[Stream, ...]) -> dg.AssetChecksDefinition:
@@ -144,17 +172,17 @@ def _reconciles(metrics: Stream, streams: tuple[Stream, ...], tolerance_percent:
     return _check
 
 
-def build_checks(streams: tuple[Stream, ...], reconcile_tolerance_percent: float) -> list[dg.AssetChecksDefinition]:
+def build_checks(streams: tuple[Stream, ...], settings: Settings) -> list[dg.AssetChecksDefinition]:
     """Key uniqueness where a table has a key, day coverage and freshness for window (export) tables,
     rejected lines for tables read as JSON, and the campaign metrics against the events. (Column
     types are checked in the asset's own step; the other tables' freshness is a FreshnessPolicy.)"""
     checks = [
         _build(name, covers, describe, evaluate, streams)
-        for name, (covers, describe, evaluate) in CHECKS.items()
+        for name, (covers, describe, evaluate) in _kinds(settings).items()
         if any(covers(s) for s in streams)
     ]
     names = {s.name for s in streams}
     for stream in streams:
         if any(table in names for table, _ in stream.reconcile):
-            checks.append(_reconciles(stream, streams, reconcile_tolerance_percent))
+            checks.append(_reconciles(stream, streams, settings.reconcile_tolerance_percent))
     return checks

@@ -1,7 +1,9 @@
 """The only module that talks HTTP to Iterable: a Dagster ConfigurableResource.
 
 Every request is retried with exponential backoff on 429, 5xx, timeouts and cut connections
-(honouring Retry-After when sent), and fails at once on 400/401/403 with Iterable's message.
+(honouring Retry-After when sent), and fails at once on 400/401/403 with Iterable's message. After
+a 401 or 403, the resource does not ask that endpoint again, nor, after a host that never answered,
+any endpoint: those calls fail at once.
 Export and getUsers requests first take a grant from the shared rate budget. Bodies of export
 and getUsers calls are streamed to a spool file, never held in memory.
 """
@@ -55,6 +57,15 @@ class IterableApiError(Exception):
         super().__init__(head + detail + (f". {hint}" if hint else ""))
 
 
+class KeyRefused(IterableApiError):
+    """Iterable refused the key (401) or its permission (403) for an endpoint: nothing else this key
+    asks of that endpoint can succeed, so the process stops asking it (`IterableResource._refused`)."""
+
+
+class Unreachable(IterableApiError):
+    """No attempt got an HTTP response from ITERABLE_BASE_URL: a wrong host, or no network."""
+
+
 class RetryableError(Exception):
     """A transient failure (429, 5xx, a cut or timed-out connection) worth another attempt."""
 
@@ -65,15 +76,11 @@ class RetryableError(Exception):
         status: int | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        unreachable: bool = False,  # no HTTP response at all (connection refused, no such host)
     ):
         super().__init__(f"GET /api/{endpoint}: " + (f"HTTP {status}: {reason}" if status else reason))
-        self.endpoint, self.reason, self.status, self.code, self.retry_after = (
-            endpoint,
-            reason,
-            status,
-            code,
-            retry_after,
-        )
+        self.endpoint, self.reason, self.status, self.code = endpoint, reason, status, code
+        self.retry_after, self.unreachable = retry_after, unreachable
 
 
 def _error_fields(response: requests.Response) -> tuple[str, str | None]:
@@ -114,6 +121,9 @@ class IterableResource(dg.ConfigurableResource):
 
     _session: requests.Session | None = PrivateAttr(default=None)
     _counts: dict[str, int] = PrivateAttr(default_factory=dict)
+    # Failures that every later call would meet again fail those calls at once, with no request and no
+    # budget wait: by endpoint, the key refused there; under "", the host that never answered.
+    _gave_up: dict[str, IterableApiError] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings, api_key: Any, **overrides: Any) -> "IterableResource":
@@ -163,6 +173,9 @@ class IterableResource(dg.ConfigurableResource):
 
     def _call(self, path: str, params: dict[str, Any], handle, family: str | None = None):
         """GET base_url/api/path, pass the 200 response to `handle`, with retries and the rate budget."""
+        earlier = self._gave_up.get(path) or self._gave_up.get("")
+        if earlier is not None:
+            raise type(earlier)(earlier.endpoint, earlier.status, earlier.msg, earlier.code)
         url = f"{self.base_url}/api/{path}"
         budget = self._budget(family) if family else None
 
@@ -170,17 +183,24 @@ class IterableResource(dg.ConfigurableResource):
             if budget is not None:
                 budget.acquire()
             self._counts[path] = self._counts.get(path, 0) + 1
+            timeout = (min(30.0, self.request_timeout_seconds), self.request_timeout_seconds)
             try:
-                with self.session.get(
-                    url,
-                    params=params,
-                    stream=True,
-                    timeout=(min(30.0, self.request_timeout_seconds), self.request_timeout_seconds),
-                ) as response:
+                response = self.session.get(url, params=params, stream=True, timeout=timeout)
+            except (requests.ConnectionError, requests.Timeout) as exc:  # before any response
+                reason = f"connection failed ({type(exc).__name__})"
+                # Refused, or no such host, unless it is a timeout (a slow server is there).
+                unreachable = not isinstance(exc, requests.Timeout)
+                raise RetryableError(path, reason, unreachable=unreachable) from None
+            try:
+                with response:
                     status = response.status_code
                     if status == 429 or status >= 500:
                         msg, code = _error_fields(response)
                         raise RetryableError(path, msg, status, code, _retry_after(response))
+                    if status in (401, 403):
+                        msg, code = _error_fields(response)
+                        self._gave_up[path] = KeyRefused(path, status, msg, code)
+                        raise self._gave_up[path]
                     if status >= 400:
                         msg, code = _error_fields(response)
                         raise IterableApiError(path, status, msg, code)
@@ -198,9 +218,11 @@ class IterableResource(dg.ConfigurableResource):
         try:
             return retrying(attempt)
         except RetryableError as exc:
-            raise IterableApiError(
-                path, exc.status, f"{exc.reason}; gave up after {self.retry_attempts} attempts", exc.code
-            ) from None
+            reason = f"{exc.reason}; gave up after {self.retry_attempts} attempts"
+            if exc.unreachable:
+                self._gave_up[""] = Unreachable(path, exc.status, reason, exc.code)
+                raise self._gave_up[""] from None
+            raise IterableApiError(path, exc.status, reason, exc.code) from None
 
     def get_json(self, path: str, **params: Any) -> dict:
         def parse(response: requests.Response) -> dict:

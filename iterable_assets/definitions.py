@@ -25,7 +25,7 @@ def build_resources(settings: Settings) -> dict:
 def build_definitions(settings: Settings) -> dg.Definitions:
     streams = settings.streams
     automation = build_automation(settings, streams)
-    checks = build_checks(streams, settings.reconcile_tolerance_percent)
+    checks = build_checks(streams, settings)
     return dg.Definitions(
         assets=build_assets(settings.start_date, streams),
         asset_checks=checks,

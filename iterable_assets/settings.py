@@ -61,6 +61,19 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _percentage(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 100:
+        raise ValueError
+    return value
+
+
+def _severity(text: str) -> str:
+    if text.upper() not in ("WARN", "ERROR"):
+        raise ValueError
+    return text.upper()
+
+
 def _http_url(text: str) -> str:
     parsed = urlparse(text)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -115,6 +128,10 @@ class Settings:
     reconcile_tolerance_percent: float = _variable(
         "ITERABLE_RECONCILE_TOLERANCE_PERCENT", "0.5", _non_negative_float, "a percentage, 0 or more"
     )
+    shrink_alert_percent: float = _variable(
+        "ITERABLE_SHRINK_ALERT_PERCENT", "50", _percentage, "a percentage from 0 to 100"
+    )
+    shrink_alert_severity: str = _variable("ITERABLE_SHRINK_ALERT_SEVERITY", "WARN", _severity, "WARN or ERROR")
     duckdb_path: str = _variable(
         "ITERABLE_DUCKDB_PATH", "data/warehouse.duckdb", _database_path, "the path of a database file, not a folder"
     )

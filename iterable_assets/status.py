@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -12,6 +13,15 @@ from iterable_assets.freshness import export_stale, table_stale
 from iterable_assets.streams import Stream
 
 
+@dataclass(frozen=True)
+class CheckState:
+    """A check's latest execution, as the UI resolves it."""
+
+    outcome: str  # passed, FAILED, not run (never), running, run failed (its run failed first), skipped
+    severity: str = ""  # ERROR or WARN, for an outcome of the check itself
+    description: str = ""
+
+
 @dataclass
 class TableStatus:
     table: str
@@ -20,11 +30,11 @@ class TableStatus:
     days: str  # first..last day loaded (export tables)
     missing: list[str]  # days never loaded between them, or whose rows changed since
     stale: bool
-    checks: dict[str, tuple[bool | None, str]]  # check -> (passed, severity); passed None: never ran
+    checks: dict[str, CheckState]
 
     @property
     def failed_error_check(self) -> bool:
-        return any(passed is False and severity == "ERROR" for passed, severity in self.checks.values())
+        return any(c.outcome == "FAILED" and c.severity == "ERROR" for c in self.checks.values())
 
 
 def table_status(
@@ -57,17 +67,23 @@ def table_status(
     return report
 
 
-def _latest_checks(instance: dg.DagsterInstance, keys) -> dict[str, tuple[bool | None, str]]:
+def _latest_checks(instance: dg.DagsterInstance, keys) -> dict[str, CheckState]:
     latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(keys))
-    results = {}
-    for key in sorted(keys, key=lambda k: k.name):
-        record = latest.get(key)
-        evaluation = record.event.dagster_event.asset_check_evaluation_data if record and record.event else None
-        if evaluation is None:  # never ran, or planned and not finished
-            results[key.name] = (None, "")
-        else:
-            results[key.name] = (evaluation.passed, evaluation.severity.value)
-    return results
+    return {key.name: _state(instance, latest.get(key)) for key in sorted(keys, key=lambda k: k.name)}
+
+
+def _state(instance: dg.DagsterInstance, record) -> CheckState:
+    if record is None:
+        return CheckState("not run")
+    if record.event is not None and record.event.dagster_event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+        evaluation = record.event.dagster_event.asset_check_evaluation_data
+        outcome = "passed" if evaluation.passed else "FAILED"
+        return CheckState(outcome, evaluation.severity.value, evaluation.description or "")
+    # Planned and not evaluated: its run is still going, failed before it (an asset step failed), or skipped it.
+    run = instance.get_run_by_id(record.run_id)
+    if run is None or (run.is_finished and run.status != dg.DagsterRunStatus.FAILURE):
+        return CheckState("skipped")
+    return CheckState("run failed" if run.is_finished else "running")
 
 
 def format_status(report: list[TableStatus]) -> str:
@@ -87,9 +103,18 @@ def _short(items: list[str]) -> str:
     return f"{len(items)}: {', '.join(items[:3])}" + (", ..." if len(items) > 3 else "")
 
 
-def _checks(checks: dict[str, tuple[bool | None, str]]) -> str:
-    passed = sum(1 for ok, _ in checks.values() if ok)
-    failed = [f"{name} FAILED ({severity})" for name, (ok, severity) in checks.items() if ok is False]
-    never = sum(1 for ok, _ in checks.values() if ok is None)
-    parts = [f"{passed} passed", *failed] + ([f"{never} not run"] if never else [])
-    return ", ".join(parts)
+def _checks(checks: dict[str, CheckState]) -> str:
+    outcomes = Counter(c.outcome for c in checks.values())
+    failed = [f"{name} FAILED ({c.severity})" for name, c in checks.items() if c.outcome == "FAILED"]
+    others = [f"{n} {outcome}" for outcome, n in outcomes.items() if outcome not in ("passed", "FAILED")]
+    return ", ".join([f"{outcomes['passed']} passed", *failed, *others])
+
+
+def format_problems(report: list[TableStatus]) -> str:
+    """What each failed check found, one line each."""
+    return "\n".join(
+        f"{s.table}: {name} FAILED ({c.severity}): {c.description}"
+        for s in report
+        for name, c in s.checks.items()
+        if c.outcome == "FAILED"
+    )

@@ -29,7 +29,10 @@ SCHEMA = "iterable"
 MEMORY_LIMIT = "192MB"
 EXTERNAL_LOCK_WAIT_SECONDS = 300.0
 REJECTS = "_rejected_records"
-LOADED_DAYS = "_loaded_days"  # per window stream and UTC day: the rows the last load of that day left
+# Per window stream and UTC day, from the last load of that day: the rows it found there (rows_before),
+# the rows it loaded (rows_loaded), and the rows the day has as loads left it (rows: rows_loaded, less
+# older versions of its keyed records that later loads superseded).
+LOADED_DAYS = "_loaded_days"
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +155,7 @@ def replace(
         ensure_table(con, stream)
         _timestamps_from_text(con, stream)
         select = _evolve(con, stream, batch.columns if batch else [], batch.renamed if batch else {})
+        before = _rows_per_day(con, stream, scope) if stream.write == "window" else {}
         replaced = 0
         if batch or not scope.uses_batch:  # a scope of the incoming keys replaces nothing when none come
             replaced = con.execute(f"DELETE FROM {table} WHERE {scope.where}", list(scope.params)).fetchone()[0]
@@ -166,7 +170,7 @@ def replace(
                     f"range or have no {stream.replication_key}; nothing was written"
                 )
             superseded = _drop_superseded(con, stream, *scope.params) if stream.primary_key else Counter()
-            _record_days(con, stream, *scope.params, superseded)
+            _record_days(con, stream, *scope.params, before, superseded)
         _record_rejects(con, stream, scope, rejects)
         con.execute("COMMIT")
     except Exception:
@@ -217,22 +221,46 @@ def _drop_superseded(con: duckdb.DuckDBPyConnection, stream: Stream, start: date
     return Counter(day for (day,) in dropped)
 
 
+def _rows_per_day(con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope) -> dict:
+    """The rows of each UTC day in a window scope (days without rows left out)."""
+    rk = quote(stream.replication_key)
+    return dict(
+        con.execute(
+            f"SELECT CAST({rk} AS DATE), count(*) FROM {table_name(stream.name)} WHERE {scope.where} GROUP BY ALL",
+            list(scope.params),
+        ).fetchall()
+    )
+
+
 def _record_days(
-    con: duckdb.DuckDBPyConnection, stream: Stream, start: datetime, end: datetime, superseded: Counter
+    con: duckdb.DuckDBPyConnection,
+    stream: Stream,
+    start: datetime,
+    end: datetime,
+    before: dict,
+    superseded: Counter,
 ) -> None:
-    """Record the rows of each UTC day in [start, end) after this load (a day without rows too),
-    and take the superseded rows off the days that lost them."""
+    """Record each UTC day in [start, end) (a day without rows too): the rows this load found there
+    (`before`) and left, and take the superseded rows off the days that lost them."""
     ledger, rk = f"{SCHEMA}.{LOADED_DAYS}", quote(stream.replication_key)
     con.execute(f"CREATE TABLE IF NOT EXISTS {ledger} (stream VARCHAR, day DATE, rows BIGINT, loaded_at TIMESTAMPTZ)")
+    for column in ("rows_before", "rows_loaded"):  # added since the first version of the ledger
+        con.execute(f"ALTER TABLE {ledger} ADD COLUMN IF NOT EXISTS {column} BIGINT")
     first, stop = start.date(), end.date()
     con.execute(f"DELETE FROM {ledger} WHERE stream = ? AND day >= ? AND day < ?", [stream.name, first, stop])
     con.execute(
-        f"INSERT INTO {ledger} SELECT {sql_string(stream.name)}, days.day, count(t.{rk}), now() "
+        f"INSERT INTO {ledger} (stream, day, rows, loaded_at, rows_before, rows_loaded) "
+        f"SELECT {sql_string(stream.name)}, days.day, count(t.{rk}), now(), 0, count(t.{rk}) "
         f"FROM (SELECT CAST(range AS DATE) AS day FROM range(CAST(? AS DATE), CAST(? AS DATE), INTERVAL 1 DAY)) days "
         f"LEFT JOIN {table_name(stream.name)} t ON CAST(t.{rk} AS DATE) = days.day AND t.{rk} >= ? AND t.{rk} < ? "
         "GROUP BY days.day",
         [first, stop, start, end],
     )
+    if before:
+        con.executemany(
+            f"UPDATE {ledger} SET rows_before = ? WHERE stream = ? AND day = ?",
+            [[rows, stream.name, day] for day, rows in before.items()],
+        )
     if superseded:
         con.executemany(
             f"UPDATE {ledger} SET rows = rows - ? WHERE stream = ? AND day = ?",

@@ -18,7 +18,7 @@ from iterable_assets import warehouse
 from iterable_assets.assets import build_assets
 from iterable_assets.checks import build_checks
 from iterable_assets.client import IterableResource
-from iterable_assets.settings import load_settings
+from iterable_assets.settings import Settings, load_settings
 from iterable_assets.simulator import Dataset, Simulator, SimulatorConfig
 from iterable_assets.streams import STREAMS, Stream
 
@@ -73,7 +73,7 @@ class Project:
     start_date: date = START
     resource_overrides: dict = field(default_factory=dict)
     streams: tuple[Stream, ...] = STREAMS  # every table, as with ITERABLE_STREAMS=all
-    reconcile_tolerance_percent: float = 0.5
+    settings: Settings = field(default_factory=lambda: load_settings(TEST_ENV))  # those the checks read
 
     def resources(self) -> dict:
         iterable = iterable_resource(self.simulator.base_url, self.budget_dir, window_days=self.window_days,
@@ -101,7 +101,7 @@ class Project:
         )
 
     def checks(self) -> list:
-        return build_checks(self.streams, self.reconcile_tolerance_percent)
+        return build_checks(self.streams, self.settings)
 
     def query(self, sql: str, params: list | None = None) -> list[tuple]:
         with warehouse.connect(self.database) as con:

@@ -1,6 +1,7 @@
 """What each materialization tells Dagster about its table, and the asset checks: every check passes
 on a clean sync and fails, with the right severity and detail, on the fault it exists to catch."""
 
+import dataclasses
 import json
 from collections import Counter
 from datetime import date, datetime, time, timedelta, timezone
@@ -41,7 +42,8 @@ def test_every_table_has_its_checks_and_all_pass_on_a_clean_sync(project):
     expected = set()
     for s in DEFAULT_STREAMS:
         expected |= {(s.name, "primary_key_unique")} if s.primary_key else set()
-        expected |= {(s.name, "days_complete"), (s.name, "latest_day_fresh")} if s.write == "window" else set()
+        window_checks = ("days_complete", "latest_day_fresh", "days_not_emptied")
+        expected |= {(s.name, check) for check in window_checks} if s.write == "window" else set()
         expected |= {(s.name, "no_rejected_lines")} if s.source != "list_members" else set()
     assert set(results) == expected
     failed = {key for key, e in results.items() if not e.passed}
@@ -198,3 +200,56 @@ def test_catalog_and_list_tables_describe_themselves_too(project, table):
     assert [c.name for c in metadata["dagster/column_schema"].value.columns][:1] == [
         "email" if table == "list_users" else "id"
     ]
+
+
+def export_body(project, data_type: str, day: str, keep: float = 1.0) -> bytes:
+    """The simulator's export of one day, its first `keep` share of lines."""
+    start = datetime.combine(date.fromisoformat(day), time())
+    lines = list(project.dataset.export_lines(data_type, start, start + timedelta(days=1)))
+    return b"".join(lines[: round(len(lines) * keep)])
+
+
+def rows_on(project, day: str) -> int:
+    return project.query('SELECT count(*) FROM iterable.email_open WHERE CAST("createdAt" AS DATE) = ?', [day])[0][0]
+
+
+def reload_day_with(project, day: str, body: bytes):
+    project.simulator.inject(Fault(kind="body", body=body, content_type="application/x-json-stream"))
+    return evaluations(project.materialize(["email_open"], partition_key=day))[("email_open", "days_not_emptied")]
+
+
+def test_a_reload_that_empties_or_halves_a_day_fails_days_not_emptied_and_loses_nothing_else(project):
+    first = project.materialize(["email_open"], days=DAYS)
+    assert evaluations(first)[("email_open", "days_not_emptied")].passed
+    rows = rows_on(project, "2024-01-05")
+    assert rows > 4
+
+    emptied = reload_day_with(project, "2024-01-05", b"")
+    assert (emptied.passed, emptied.severity) == (False, WARN)
+    assert emptied.description.startswith("1 day(s) emptied or down by more than 50 %")
+    assert f"2024-01-05: {rows} -> 0 rows" in emptied.description
+    assert emptied.metadata["days_shrunk"].value == 1
+    # Iterable is the source of truth: the day holds what it sent, and the other checks agree
+    assert rows_on(project, "2024-01-05") == 0
+    assert run_checks(project, "email_open")[("email_open", "days_complete")].passed
+    assert project.query(
+        "SELECT rows_before, rows_loaded FROM iterable._loaded_days WHERE stream = 'email_open' AND day = '2024-01-05'"
+    ) == [(rows, 0)]
+
+    restored = reload_day_with(project, "2024-01-05", export_body(project, "emailOpen", "2024-01-05"))
+    assert restored.passed  # a full day again: from 0 rows up
+
+    kept = export_body(project, "emailOpen", "2024-01-05", keep=0.6)  # down by 40 %: within the threshold
+    assert reload_day_with(project, "2024-01-05", kept).passed
+    full = export_body(project, "emailOpen", "2024-01-05")
+    assert reload_day_with(project, "2024-01-05", full).passed
+    shrunk = reload_day_with(project, "2024-01-05", export_body(project, "emailOpen", "2024-01-05", keep=0.4))
+    assert not shrunk.passed and f"2024-01-05: {rows} -> {round(rows * 0.4)} rows" in shrunk.description
+
+
+def test_the_shrink_alert_is_configurable(project):
+    project.settings = dataclasses.replace(project.settings, shrink_alert_percent=10.0, shrink_alert_severity="ERROR")
+    project.materialize(["email_open"], days=DAYS)
+    check = reload_day_with(project, "2024-01-05", export_body(project, "emailOpen", "2024-01-05", keep=0.8))
+    assert (check.passed, check.severity) == (False, ERROR)
+    assert "down by more than 10 %" in check.description
