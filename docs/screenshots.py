@@ -1,6 +1,6 @@
 """Re-take the README's screenshots of the Dagster UI (`make screenshots`; needs Debian's chromium).
 
-Starts the simulator with 60 days of data (as `make dev` does), syncs the last 7 days of every table
+Starts the demo's simulator (as `make dev` does), syncs the last 7 days of every table
 into a temporary DuckDB file and Dagster instance, starts `dagster dev` on them, and has headless
 Chromium photograph the asset graph and the overview of `email_open` (its checks and columns).
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from iterable_assets.cli import _simulated_project  # noqa: E402
+from iterable_assets.cli import simulated_project  # noqa: E402
 from iterable_assets.streams import CATALOG_GROUP, EVENTS_GROUP, LISTS_GROUP  # noqa: E402
 from iterable_assets_tests.ui import DagsterDev  # noqa: E402
 
@@ -46,7 +46,7 @@ def main() -> int:
     if chromium is None:
         print("chromium is not installed: apt-get install -y chromium", file=sys.stderr)
         return 2
-    simulator, env = _simulated_project(days=60)
+    simulator, env = simulated_project()
     end = datetime.now(timezone.utc).date() - timedelta(days=1)
     with tempfile.TemporaryDirectory() as tmp, simulator:
         home = Path(tmp) / "dagster_home"

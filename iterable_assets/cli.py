@@ -2,6 +2,7 @@
 bundled simulator (alone, with a demo sync, or with the UI), or the UI on your own configuration."""
 
 import argparse
+import contextlib
 import dataclasses
 import enum
 import os
@@ -448,16 +449,27 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _dagster_dev(env: dict, port: int) -> int:
-    """`dagster dev` on workspace.yaml with `env`. It runs in DAGSTER_HOME, which holds the instance's
-    dagster.yaml (a link to ./dagster.yaml), so Dagster does not warn that ./dagster.yaml is unused."""
+    """`dg dev` (Dagster's UI and daemon) on workspace.yaml with `env`, until Ctrl-C or SIGTERM, which stop
+    every process it started. It runs in DAGSTER_HOME, which holds the instance's dagster.yaml (a link to
+    ./dagster.yaml), so Dagster does not warn that ./dagster.yaml is unused."""
     home = ensure_dagster_home()
     settings = load_settings(env)  # a relative ITERABLE_DUCKDB_PATH is resolved here, not in DAGSTER_HOME
     child_env = {**env, "ITERABLE_DUCKDB_PATH": settings.duckdb_path, "DAGSTER_HOME": str(home)}
-    workspace = Path.cwd() / "workspace.yaml"
-    command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-p", str(port)]
+    command = [str(Path(sys.executable).parent / "dg"), "dev", "-w", str(Path.cwd() / "workspace.yaml")]
+    # Its own process group: webserver, daemon, code servers and runs stop together.
+    child = subprocess.Popen([*command, "-p", str(port)], env=child_env, cwd=home, start_new_session=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does
     try:
-        return subprocess.call(command, env=child_env, cwd=home)
+        return child.wait()
     except KeyboardInterrupt:
+        os.killpg(child.pid, signal.SIGINT)
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # anything still running
+        child.wait()
         return Exit.OK
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from iterable_assets.assets import build_assets
 from iterable_assets.simulator import Dataset, Fault
+from iterable_assets.status import format_problems, table_status
 from iterable_assets.streams import CATALOG_SOURCES, DEFAULT_STREAMS, STREAMS
 
 from .conftest import small_config
@@ -232,6 +233,14 @@ def test_a_reload_that_empties_or_halves_a_day_fails_days_not_emptied_and_loses_
     # Iterable is the source of truth: the day holds what it sent, and the other checks agree
     assert rows_on(project, "2024-01-05") == 0
     assert run_checks(project, "email_open")[("email_open", "days_complete")].passed
+    # `iterable-assets status` says the same, with the day and both counts
+    assets = build_assets(project.start_date, project.streams)
+    defs = dg.Definitions(assets=assets, asset_checks=project.checks(), resources=project.resources())
+    report = table_status(defs, project.streams, project.database, project.instance, datetime.now(timezone.utc))
+    assert "email_open: days_not_emptied FAILED (WARN): 1 day(s) emptied or down by more than 50 %" in (
+        format_problems(report)
+    )
+    assert f"2024-01-05: {rows} -> 0 rows" in format_problems(report)
     assert project.query(
         "SELECT rows_before, rows_loaded FROM iterable._loaded_days WHERE stream = 'email_open' AND day = '2024-01-05'"
     ) == [(rows, 0)]

@@ -117,23 +117,62 @@ def test_status_shows_every_table_and_fails_on_an_error_check_or_a_stale_table(p
         later = datetime.now(timezone.utc) + timedelta(days=3)
         later = table_status(defs, DEFAULT_STREAMS, project.database, instance, later)
     failed = run([str(BIN / "iterable-assets"), "status"], env)
-    assert failed.returncode == 1
+    assert failed.returncode == 6
     assert "primary_key_unique FAILED (ERROR)" in failed.stdout and "ERROR failed: users" in failed.stdout
     # three days on, with no sync in between, every table is stale
     assert all(s.stale for s in later)
 
 
-def test_sync_rejects_a_range_outside_the_partitions(cli_env):
-    result = run([str(BIN / "iterable-assets"), "sync", "--start", "2023-12-01"], cli_env)
-    assert result.returncode != 0
-    assert "ITERABLE_START_DATE (2024-01-01)" in result.stderr
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--start", "2023-12-01"], "ITERABLE_START_DATE (2024-01-01)"),
+        (["--select", ","], "--select ',' names no table"),
+        (["--select", ""], "--select '' names no table"),
+        (["--select", "email_opens"], "unknown table(s) email_opens"),
+        (["--end", "2024-13-01"], "--end='2024-13-01' is not a day"),
+    ],
+)
+def test_sync_refuses_options_it_cannot_use_with_exit_2(cli_env, args, phrase):
+    result = run([str(BIN / "iterable-assets"), "sync", *args], cli_env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and phrase in result.stderr
+
+
+def test_a_sync_with_a_wrong_key_stops_at_the_first_401_and_says_it_once(project, cli_env):
+    env = dict(cli_env, ITERABLE_API_KEY="wrong-key-0042", ITERABLE_START_DATE="2024-01-01")
+    result = run([str(BIN / "iterable-assets"), "sync", "--start", "2024-01-02", "--end", "2024-01-08"], env)
+    assert result.returncode == 5, result.stdout + result.stderr
+    assert result.stderr.count("HTTP 401: Invalid API key") == 1
+    assert "The sync stopped: the key was refused" in result.stderr
+    statuses = {line.split()[0]: line.split(maxsplit=4)[4] for line in result.stdout.splitlines()[1:]}
+    assert sorted(statuses) == TABLES and not any(status == "ok" for status in statuses.values())
+    assert statuses["email_open"] == statuses["list_users"] == "skipped (the key was refused)"
+    # one refused request per catalog table, none that waits for the export or getUsers budget
+    assert project.export_requests() == 0 and not project.simulator.requests_to("/api/lists/getUsers")
+    assert len(project.simulator.request_log) == 6
+    assert "wrong-key-0042" not in result.stdout + result.stderr
+
+    # status, the command for a bad day, reports it instead of failing on it: stale, with every check not run
+    status = run([str(BIN / "iterable-assets"), "status"], env)
+    assert status.returncode == 7, status.stdout + status.stderr
+    lines = {line.split()[0]: line for line in status.stdout.splitlines()[1:] if line.split()[0] in TABLES}
+    assert "3 run failed" in lines["campaigns"] and "not run" in lines["email_open"]
+
+
+def test_a_sync_against_a_host_that_does_not_answer_stops_with_exit_3(cli_env):
+    env = dict(cli_env, ITERABLE_BASE_URL="http://127.0.0.1:9", ITERABLE_RETRY_ATTEMPTS="2")
+    result = run([str(BIN / "iterable-assets"), "sync", "--select", "channels,lists,email_open"], env)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "The sync stopped: ITERABLE_BASE_URL did not answer" in result.stderr
+    assert "skipped (ITERABLE_BASE_URL did not answer)" in result.stdout
 
 
 @pytest.mark.parametrize(
     "key, base_url, code, phrase",
     [
         (API_KEY, None, 0, "OK: the key reads resources and exports"),
-        ("wrong-key-0042", None, 2, "The key was refused"),
+        ("wrong-key-0042", None, 5, "The key was refused"),
         ("read-only-key", None, 4, "can read resources but cannot export"),
         (API_KEY, "http://127.0.0.1:9", 3, "Cannot reach http://127.0.0.1:9"),
     ],
