@@ -39,9 +39,10 @@ def test_the_ui_lists_assets_and_checks_and_a_backfill_loads_exact_rows_with_che
         "days_complete": "CAN_EXECUTE",
         "no_rejected_lines": "CAN_EXECUTE",
         "latest_day_fresh": "CAN_EXECUTE",
+        "days_not_emptied": "CAN_EXECUTE",
         "column_types_unchanged": "REQUIRES_MATERIALIZATION",  # computed in the asset's own step
     }
-    assert sum(len(c) for c in checks.values()) == 4 * 9 + 1 + 3 * 6 + 2  # export (users: a key), catalog, list_users
+    assert sum(len(c) for c in checks.values()) == 5 * 9 + 1 + 3 * 6 + 2  # export (users: a key), catalog, list_users
 
     backfill = dev.wait_backfill(dev.backfill("email_open", DAYS))
     assert backfill["status"] == "COMPLETED_SUCCESS", backfill
@@ -66,6 +67,14 @@ def test_the_ui_lists_assets_and_checks_and_a_backfill_loads_exact_rows_with_che
         assert (execution["runId"], execution["status"]) == (run["runId"], "SUCCEEDED"), (check, execution)
     stale = dev.latest_check("email_open", "latest_day_fresh")  # days of 2024 are not fresh today
     assert (stale["status"], stale["evaluation"]["severity"]) == ("FAILED", "WARN")
+
+    # the Materialize button on a loaded day, against a source that returns nothing for it
+    day_rows = project.query('SELECT count(*) FROM iterable.email_open WHERE CAST("createdAt" AS DATE) = ?', [DAYS[2]])
+    project.simulator.inject(Fault(kind="body", body=b"", content_type="application/x-json-stream"))
+    assert dev.wait_run(dev.materialize("email_open", DAYS[2])) == "SUCCESS"
+    emptied = dev.latest_check("email_open", "days_not_emptied")
+    assert (emptied["status"], emptied["evaluation"]["severity"]) == ("FAILED", "WARN")
+    assert f"{DAYS[2]}: {day_rows[0][0]} -> 0 rows" in emptied["evaluation"]["description"]
 
 
 def test_a_run_killed_with_sigkill_is_failed_retried_and_frees_the_pool_without_recover(project, dev, cli_env):
