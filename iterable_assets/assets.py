@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from iterable_assets import audit, loader, warehouse
+from iterable_assets import audit, erasure, loader, warehouse
 from iterable_assets.client import IterableResource
 from iterable_assets.freshness import TABLE_POLICY
 from iterable_assets.partitions import LISTS_PARTITIONS, daily_partitions, export_windows, list_partition_changes, utc
@@ -58,6 +58,18 @@ def _described(con, stream: Stream, database: str, before: dict) -> tuple[dict, 
     return metadata, [check]
 
 
+def project_type(iterable: IterableResource, con) -> str:
+    """The project's type: ITERABLE_PROJECT_TYPE, else the type recorded for this project, else the
+    one Iterable's forgotten-user lists tell (recorded for the next steps)."""
+    recorded = erasure.recorded_project_type(con, iterable.project_fingerprint)
+    if iterable.project_type == "auto" and recorded:
+        return recorded
+    found = iterable.project_type if iterable.project_type != "auto" else iterable.forgotten()[0]
+    if found != recorded:
+        erasure.record_project_type(con, iterable.project_fingerprint, found)
+    return found
+
+
 def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition, **_) -> dg.AssetsDefinition:
     with warnings.catch_warnings():  # backfill_policy is marked beta in Dagster 1.13
         warnings.simplefilter("ignore", dg.BetaWarning)
@@ -77,6 +89,8 @@ def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition, **_) -> d
             requests_before = iterable.requests_made(stream.path)
             with warehouse.connect(duckdb.database) as con:
                 before = warehouse.column_types(con, stream)
+                kind = project_type(iterable, con) if stream.keys_by_project_type else None
+            keyed = stream.for_project(kind) if kind else stream  # users: keyed by the project's identity
             rows = windows = size = rejected = 0
             download_seconds = load_seconds = 0.0
             for start, end in export_windows(utc(window.start), utc(window.end), iterable.window_days):
@@ -86,7 +100,7 @@ def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition, **_) -> d
                     size += spool.size
                     with warehouse.connect(duckdb.database) as con:
                         scope = Scope.window(stream.replication_key, start, end)
-                        loaded = loader.load_ndjson(con, stream, spool, scope)
+                        loaded = loader.load_ndjson(con, keyed, spool, scope)
                 download_seconds += downloaded - started
                 load_seconds += time.monotonic() - downloaded
                 rows += loaded.rows
@@ -113,6 +127,8 @@ def _export_asset(stream: Stream, partitions: dg.PartitionsDefinition, **_) -> d
                     "load_seconds": round(load_seconds, 3),
                 }
             )
+            if kind:
+                table.update(project_type=kind, primary_key=", ".join(keyed.primary_key))
             return dg.MaterializeResult(metadata=table, check_results=checks)
 
     return _asset
@@ -133,24 +149,24 @@ def _catalog_asset(stream: Stream, start_date: date, streams: tuple[Stream, ...]
         records = iterable.get_records(stream)
         fetched = len(records)
         metadata: dict = {"records_fetched": fetched}
+        # A record gone from a full listing was deleted in Iterable: it leaves the table too.
+        listed = None
+        if stream.write == "full" or stream.drops_missing:
+            listed = tuple(tuple(r.get(k) for k in stream.primary_key) for r in records)
         with warehouse.connect(duckdb.database) as con:
             before = warehouse.column_types(con, stream)
             # The bookmark is derived from the table itself, so it can never run ahead of the data.
             bookmark = warehouse.max_value(con, stream, stream.replication_key) if stream.write == "upsert" else None
+            watched = warehouse.read_columns(con, stream, (*stream.primary_key, *stream.watch_fields))
         if stream.write == "upsert":
             bookmark = bookmark or initial_bookmark
             bookmark_ms = int(bookmark.timestamp() * 1000)
-            # A record without updatedAt cannot be compared, so it is kept.
-            records = [
-                r
-                for r in records
-                if not isinstance(r.get(stream.replication_key), (int, float))
-                or r[stream.replication_key] >= bookmark_ms
-            ]
-            scope = Scope.keys(stream.primary_key)
+            stored = {tuple(r[k] for k in stream.primary_key): r for r in watched}
+            records = [r for r in records if _changed(stream, r, bookmark_ms, stored)]
+            scope = Scope.keys(stream.primary_key, listed)
             metadata["bookmark"] = bookmark.isoformat()
         else:
-            scope = Scope.everything()
+            scope = Scope.everything(listed)
         with warehouse.connect(duckdb.database) as con:
             loaded = loader.load_records(con, stream, records, scope)
             for child in partitioned:
@@ -160,10 +176,21 @@ def _catalog_asset(stream: Stream, start_date: date, streams: tuple[Stream, ...]
         context.log.info(
             f"{stream.name}: {fetched} fetched, {loaded.rows} written, {table['dagster/row_count']} in the table"
         )
-        table.update(metadata, rows_loaded=loaded.rows)
+        table.update(metadata, rows_loaded=loaded.rows, records_deleted_in_iterable=loaded.gone)
         return dg.MaterializeResult(metadata=table, check_results=checks)
 
     return _asset
+
+
+def _changed(stream: Stream, record: dict, bookmark_ms: int, stored: dict) -> bool:
+    """Whether an upsert loads `record`: its replication key is at or after the bookmark (a record
+    without one cannot be compared, so it is loaded), or the table has it with another value of a
+    watched field."""
+    updated = record.get(stream.replication_key)
+    if not isinstance(updated, (int, float)) or updated >= bookmark_ms:
+        return True
+    row = stored.get(tuple(record.get(k) for k in stream.primary_key))
+    return row is not None and any(record.get(f) != row[f] for f in stream.watch_fields)
 
 
 def _keep_partitions_in_step(context: dg.AssetExecutionContext, con, child: Stream, ids: list) -> dict:
@@ -252,12 +279,16 @@ def _members_asset(stream: Stream, **_) -> dg.AssetsDefinition:
         synced_at = datetime.now(timezone.utc).replace(microsecond=0)
         with warehouse.connect(duckdb.database) as con:
             before = warehouse.column_types(con, stream)
-        with iterable.list_members(stream, parent_id) as path:
+            kind = project_type(iterable, con)
+        with iterable.list_members(stream, parent_id, kind) as path:
             with warehouse.connect(duckdb.database) as con:
-                loaded = loader.load_members(con, stream, path, parent_id, synced_at)
+                loaded = loader.load_members(con, stream, path, parent_id, synced_at, kind)
                 table, checks = _described(con, stream, duckdb.database, before)
         context.log.info(f"list {parent_id}: {loaded.rows} members")
-        table.update({"dagster/partition_row_count": loaded.rows, "rows_loaded": loaded.rows, "list_id": parent_id})
+        table.update(
+            {"dagster/partition_row_count": loaded.rows, "rows_loaded": loaded.rows, "list_id": parent_id},
+            project_type=kind,
+        )
         return dg.MaterializeResult(metadata=table, check_results=checks)
 
     return _asset

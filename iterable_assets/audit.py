@@ -44,15 +44,34 @@ class Duplicates:
     example: tuple | None
 
 
+def _keys(con: duckdb.DuckDBPyConnection, stream: Stream) -> list[str] | None:
+    """The key's columns as SQL (NULL for a key column the table does not have yet); None: no table."""
+    columns = column_types(con, stream)
+    if not columns:
+        return None
+    return [quote(columns[k.lower()][0]) if k.lower() in columns else "NULL" for k in stream.primary_key]
+
+
 def duplicate_keys(con: duckdb.DuckDBPyConnection, stream: Stream) -> Duplicates:
-    if not column_types(con, stream):
+    """Key values held by more than one row. A row whose key is all NULL holds none (see missing_keys)."""
+    keys = _keys(con, stream)
+    if keys is None:
         return Duplicates(0, 0, None)
-    keys = ", ".join(quote(k) for k in stream.primary_key)
-    found = con.execute(
-        f"SELECT count(*), COALESCE(sum(n), 0), min(example) FROM (SELECT count(*) AS n, ({keys})::VARCHAR AS example "
-        f"FROM {table_name(stream.name)} GROUP BY {keys} HAVING count(*) > 1)"
-    ).fetchone()
+    groups = (
+        f"SELECT count(*) AS n, ({', '.join(keys)})::VARCHAR AS example FROM {table_name(stream.name)} "
+        f"WHERE NOT ({' AND '.join(f'{k} IS NULL' for k in keys)}) GROUP BY ALL HAVING count(*) > 1"
+    )
+    found = con.execute(f"SELECT count(*), COALESCE(sum(n), 0), min(example) FROM ({groups})").fetchone()
     return Duplicates(found[0], int(found[1]), found[2])
+
+
+def missing_keys(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
+    """Rows without a key: every key column NULL."""
+    keys = _keys(con, stream)
+    if keys is None:
+        return 0
+    where = " AND ".join(f"{k} IS NULL" for k in keys)
+    return con.execute(f"SELECT count(*) FROM {table_name(stream.name)} WHERE {where}").fetchone()[0]
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from datetime import timedelta, timezone
 import dagster as dg
 
 from iterable_assets.client import IterableResource
+from iterable_assets.forget import build_forget_job
 from iterable_assets.partitions import LISTS_PARTITIONS, list_partition_changes
 from iterable_assets.settings import Settings
 from iterable_assets.streams import CATALOG_SOURCES, Stream
@@ -21,13 +22,15 @@ class Automation:
 
 
 def build_automation(settings: Settings, streams: tuple[Stream, ...]) -> Automation:
-    """Daily, in UTC: catalog tables (lists included) first, then every list's members, then the
-    export streams for the day that has just completed, then the campaign metrics (checked against
-    the events loaded by then); and a sensor that discovers lists."""
+    """Daily, in UTC: the forget step (users Iterable forgot leave every table), then the catalog tables
+    (lists included), then every list's members, then the export streams for the day that has just
+    completed, then the campaign metrics (checked against the events loaded by then); and a sensor
+    that discovers lists."""
     catalog = [s.name for s in streams if s.source in CATALOG_SOURCES]
     members = [s for s in streams if s.source == "list_members"]
     exports = [s.name for s in streams if s.source == "export"]
-    jobs, schedules, sensors = [], [], []
+    forget_job = build_forget_job()
+    jobs, schedules, sensors = [forget_job], [_daily("iterable_forget_daily", forget_job, "45 1 * * *")], []
     if catalog:
         catalog_job = dg.define_asset_job("iterable_catalog_job", selection=catalog)
         jobs.append(catalog_job)

@@ -10,16 +10,25 @@ from typing import Callable
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from iterable_assets import audit, warehouse
+from iterable_assets import audit, erasure, warehouse
 from iterable_assets.freshness import CHECK_NAME, EXPORT_MAX_AGE_DAYS, latest_day_result
 from iterable_assets.settings import Settings
-from iterable_assets.streams import Stream
+from iterable_assets.streams import PROJECT_TYPES, Stream
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 Result = Callable[..., dict]  # (connection, stream) -> the AssetCheckResult's passed, severity, description, metadata
 
 
-def _unique_key(con, stream: Stream) -> dict:
+def _keyed(con, stream: Stream, settings: Settings) -> Stream:
+    """The stream with the key of this project's type: the setting, else as the last run found it."""
+    project_type = settings.project_type
+    if project_type == "auto":
+        project_type = erasure.recorded_project_type(con) or PROJECT_TYPES[0]
+    return stream.for_project(project_type)
+
+
+def _unique_key(con, stream: Stream, settings: Settings) -> dict:
+    stream = _keyed(con, stream, settings)
     key = ", ".join(stream.primary_key)
     found = audit.duplicate_keys(con, stream)
     return dict(
@@ -27,8 +36,41 @@ def _unique_key(con, stream: Stream) -> dict:
         severity=ERROR,
         description=f"{found.keys} duplicated ({key}) value(s) in {found.rows} rows"
         + (f", e.g. {found.example}" if found.example else ""),
-        metadata={"duplicated_keys": found.keys, "rows_with_duplicated_keys": found.rows},
+        metadata={"duplicated_keys": found.keys, "rows_with_duplicated_keys": found.rows, "key": key},
     )
+
+
+def _key_present(con, stream: Stream, settings: Settings) -> dict:
+    stream = _keyed(con, stream, settings)
+    key = ", ".join(stream.primary_key)
+    missing = audit.missing_keys(con, stream)
+    return dict(
+        passed=missing == 0,
+        severity=ERROR,
+        description=f"{missing} row(s) without ({key})" if missing else f"every row has ({key})",
+        metadata={"rows_without_key": missing, "key": key},
+    )
+
+
+def _forgotten_absent(con, stream: Stream) -> dict:
+    rows = erasure.forgotten_rows(con, stream)
+    listed = erasure.current_hashes(con)
+    return dict(
+        passed=rows == 0,
+        severity=ERROR,
+        description=f"{rows} row(s) name a user Iterable forgot" if rows else
+        f"no row names any of the {listed} user(s) Iterable lists as forgotten",
+        metadata={"rows_of_forgotten_users": rows, "forgotten_users": listed},
+    )  # fmt: skip
+
+
+def _key_text(stream: Stream) -> str:
+    """The key a check description names: per project type where it differs."""
+    text = f"({', '.join(stream.primary_key)})"
+    if stream.keys_by_project_type:
+        others = "; ".join(f"({', '.join(key)}) in {t} projects" for t, key in stream.keys_by_project_type.items())
+        text += f" in email-based projects; {others}"
+    return text
 
 
 def _days_complete(con, stream: Stream) -> dict:
@@ -81,8 +123,24 @@ def _kinds(settings: Settings) -> dict[str, tuple[Callable[[Stream], bool], Call
     return {
         "primary_key_unique": (
             lambda s: bool(s.primary_key),
-            lambda s: f"ERROR when two rows share ({', '.join(s.primary_key)}), the key a sync replaces rows by.",
-            _unique_key,
+            lambda s: (
+                f"ERROR when two rows share their key, the key a sync replaces rows by: {_key_text(s)}. "
+                "A row without a key holds none (see primary_key_present)."
+            ),
+            functools.partial(_unique_key, settings=settings),
+        ),
+        "primary_key_present": (
+            lambda s: bool(s.primary_key),
+            lambda s: f"ERROR when rows have no key: {_key_text(s)}.",
+            functools.partial(_key_present, settings=settings),
+        ),
+        "forgotten_users_absent": (
+            lambda s: bool(s.identity_columns),
+            lambda s: (
+                "ERROR when a row names a user Iterable forgot (GDPR): its email or userId hashes to one "
+                "of the hashes Iterable lists (iterable._forgotten)."
+            ),
+            _forgotten_absent,
         ),
         "days_complete": (
             lambda s: s.write == "window",

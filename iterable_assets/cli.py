@@ -19,6 +19,8 @@ from dotenv import load_dotenv
 
 from iterable_assets import warehouse
 from iterable_assets.client import IterableApiError, IterableResource, KeyRefused, Unreachable
+from iterable_assets.forget import JOB_NAME as FORGET_JOB
+from iterable_assets.forget import Forgotten
 from iterable_assets.partitions import LISTS_PARTITIONS
 from iterable_assets.recovery import recover_dead_runs
 from iterable_assets.settings import VARIABLES, Settings, SettingsError, load_settings, parse_day
@@ -29,6 +31,7 @@ from iterable_assets.streams import (
     KEY_CHECK_STREAM,
     STREAMS,
     STREAMS_BY_NAME,
+    USERS_STREAM,
     Stream,
 )
 
@@ -165,6 +168,7 @@ STOPPING = {KeyRefused.__name__: "the key was refused", Unreachable.__name__: "I
 class SyncResult:
     reports: list[TableReport]
     failures: list[Failure]
+    forgotten: Forgotten | None = None  # what the forget step found and did (None: it failed)
 
     @property
     def stopped_by(self) -> Failure | None:
@@ -179,10 +183,11 @@ class SyncResult:
 
 
 def sync(settings: Settings, tables: list[str], start: date, end: date) -> SyncResult:
-    """Materialize `tables` through the Dagster instance (runs show in the UI): catalog tables,
-    then lists and every list's members (one run per list), then the export streams as one range
-    run, then the campaign metrics (whose check compares them with the events just loaded). A
-    refused key or an unreachable host stops it: every later table is skipped."""
+    """Materialize `tables` through the Dagster instance (runs show in the UI): the forget step (users
+    Iterable forgot leave every table), then catalog tables, then lists and every list's members (one
+    run per list), then the export streams as one range run, then the campaign metrics (whose check
+    compares them with the events just loaded). A refused key or an unreachable host stops it: every
+    later table is skipped."""
     from iterable_assets.definitions import build_definitions
 
     defs = build_definitions(settings)
@@ -215,6 +220,15 @@ def sync(settings: Settings, tables: list[str], start: date, end: date) -> SyncR
         )
         failures.extend(_record_run(instance, result, reports))
 
+    forget_run = defs.get_job_def(FORGET_JOB).execute_in_process(
+        instance=instance, run_config=SILENT_CONSOLE, raise_on_error=False
+    )
+    forgotten = forget_run.output_for_node("forget_users") if forget_run.success else None
+    failures.extend(
+        Failure("forget step", *_cause(event.step_failure_data.error))
+        for event in forget_run.all_events
+        if event.is_step_failure
+    )
     chosen = [STREAMS_BY_NAME[name] for name in tables]
     members = [s.name for s in chosen if s.source == "list_members"]
     # A list's members need the list's partition, which the parent's (lists') run keeps in step;
@@ -242,7 +256,7 @@ def sync(settings: Settings, tables: list[str], start: date, end: date) -> SyncR
     with warehouse.connect(settings.duckdb_path) as con:
         for report in reports.values():
             report.rows = warehouse.row_count(con, STREAMS_BY_NAME[report.table])
-    return SyncResult([reports[name] for name in tables], failures)
+    return SyncResult([reports[name] for name in tables], failures, forgotten)
 
 
 def print_result(result: SyncResult) -> None:
@@ -256,6 +270,8 @@ def print_result(result: SyncResult) -> None:
             print(f"{failure.table}: {failure.message}", file=sys.stderr)
     if result.failures:
         print("Each run's full log is in the Dagster UI (`make ui`).", file=sys.stderr)
+    if result.forgotten is not None:
+        print(f"forget step: {result.forgotten.summary()}")
     print(f"{'table':<20} {'rows':>9} {'export requests':>16} {'seconds':>8}  status")
     for r in result.reports:
         print(f"{r.table:<20} {r.rows:>9} {r.export_requests:>16} {r.seconds:>8.1f}  {r.status}")
@@ -348,7 +364,16 @@ def check(settings: Settings, api_key: str) -> tuple[int, str]:
         )
     except IterableApiError as exc:
         return Exit.FAILED, f"The export probe failed: {exc}"
-    return Exit.OK, f"OK: the key reads resources and exports from {settings.base_url}."
+    try:
+        project_type, _ = client.forgotten()
+    except IterableApiError as exc:
+        return Exit.FAILED, f"The key reads resources and exports, but the project's type is unknown: {exc}"
+    how = "ITERABLE_PROJECT_TYPE" if settings.project_type != "auto" else "found from its forgotten-user lists"
+    key = ", ".join(USERS_STREAM.for_project(project_type).primary_key)
+    return Exit.OK, (
+        f"OK: the key reads resources and exports from {settings.base_url}.\n"
+        f"Project type: {project_type} ({how}); users are keyed by {key}."
+    )
 
 
 def cmd_check(args: argparse.Namespace) -> int:

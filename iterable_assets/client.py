@@ -28,9 +28,10 @@ from iterable_assets.partitions import utc
 from iterable_assets.rate_budget import RateBudget
 from iterable_assets.settings import Settings
 from iterable_assets.spool import NdjsonSpool
-from iterable_assets.streams import Stream
+from iterable_assets.streams import FORGOTTEN_FAMILY, FORGOTTEN_LISTS, PROJECT_TYPES, Stream, project_type_serving
 
 CHUNK_BYTES = 1 << 20
+MAX_URL_CHARACTERS = 2048  # Iterable answers 414 to a longer URL
 PAGE_SIZE = 1000
 REQUEST_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -116,6 +117,7 @@ class IterableResource(dg.ConfigurableResource):
     request_timeout_seconds: float
     retry_attempts: int
     retry_backoff_seconds: float
+    project_type: str  # ITERABLE_PROJECT_TYPE: auto, or the project's type
     rate_budget_path: str | None = None  # folder of the shared budget ledger; default $DAGSTER_HOME, else temp
     spool_dir: str | None = None  # default: the temp folder
 
@@ -143,13 +145,16 @@ class IterableResource(dg.ConfigurableResource):
             self._session.close()
             self._session = None
 
+    @property
+    def project_fingerprint(self) -> str:
+        """Which Iterable project this is: a digest of the host and the key, never the key."""
+        return hashlib.sha256(f"{self.base_url}|{self.api_key}".encode()).hexdigest()[:16]
+
     def _budget(self, family: str) -> RateBudget:
         folder = self.rate_budget_path or os.environ.get("DAGSTER_HOME") or tempfile.gettempdir()
-        # One budget per Iterable project: keyed by host and a fingerprint of the key, never the key.
-        project = hashlib.sha256(f"{self.base_url}|{self.api_key}".encode()).hexdigest()[:16]
         return RateBudget.per_minute(
             Path(folder) / "iterable_rate_budget.sqlite",
-            f"{family}:{project}",
+            f"{family}:{self.project_fingerprint}",  # one budget per Iterable project
             self.requests_per_minute[family],
             self.rate_window_seconds,
         )
@@ -224,14 +229,14 @@ class IterableResource(dg.ConfigurableResource):
                 raise self._gave_up[""] from None
             raise IterableApiError(path, exc.status, reason, exc.code) from None
 
-    def get_json(self, path: str, **params: Any) -> dict:
+    def get_json(self, path: str, family: str | None = None, **params: Any) -> dict:
         def parse(response: requests.Response) -> dict:
             try:
                 return response.json()
             except ValueError:
                 raise RetryableError(path, "the response was not complete JSON") from None
 
-        return self._call(path, params, parse)
+        return self._call(path, params, parse, family)
 
     def _download(self, stream: Stream, params: dict[str, Any], out) -> None:
         """Stream a response body into `out` (rewritten whole on every attempt), with the stream's budget."""
@@ -264,12 +269,46 @@ class IterableResource(dg.ConfigurableResource):
             yield spool
 
     @contextmanager
-    def list_members(self, stream: Stream, parent_id: int | str) -> Iterator[Path]:
-        """A list's members (one per line) as a text file, removed afterwards."""
+    def list_members(self, stream: Stream, parent_id: int | str, project_type: str) -> Iterator[Path]:
+        """A list's members (one per line) as a text file, removed afterwards. Where users may have a
+        userId, Iterable names each member by it when it has one (preferUserId)."""
+        params = {stream.partition_column: str(parent_id)}
+        if project_type != "email":
+            params["preferUserId"] = "true"
         with tempfile.TemporaryDirectory(prefix="iterable-list-", dir=self.spool_dir) as folder:
             text = _TextFile(Path(folder) / "members.txt")
-            self._download(stream, {stream.partition_column: str(parent_id)}, text)
+            self._download(stream, params, text)
             yield text.path
+
+    def forgotten(self) -> tuple[str, dict[str, list[str]]]:
+        """The project's type, and its currently forgotten users: the hashes of each forgotten list it
+        serves, by identity column (email, userId). With ITERABLE_PROJECT_TYPE=auto both lists are
+        asked for, and the type is the one that serves the lists that answered."""
+        served: dict[str, list[str]] = {}
+        refused: list[IterableApiError] = []
+        for listing in FORGOTTEN_LISTS:
+            if self.project_type != "auto" and self.project_type not in listing.project_types:
+                continue
+            try:
+                served[listing.identity] = self.get_json(listing.path, FORGOTTEN_FAMILY)[listing.response_key]
+            except KeyRefused:
+                raise
+            except IterableApiError as exc:  # a 4xx in auto mode: a project type this list does not serve
+                if self.project_type != "auto" or exc.status is None or exc.status >= 500:
+                    raise
+                refused.append(exc)
+        if self.project_type != "auto":
+            return self.project_type, served
+        project_type = project_type_serving(set(served))
+        if project_type is None:
+            raise IterableApiError(
+                refused[-1].endpoint,
+                refused[-1].status,
+                f"{refused[-1].msg}; neither forgotten-user list answered, so the project's type is unknown: "
+                f"set ITERABLE_PROJECT_TYPE to one of {', '.join(PROJECT_TYPES)}",
+                refused[-1].code,
+            )
+        return project_type, served
 
     def get_records(self, stream: Stream) -> list[dict]:
         """Every record of a JSON resource or of the metadata walk."""
@@ -288,18 +327,44 @@ class IterableResource(dg.ConfigurableResource):
 
     def get_campaign_metrics(self, stream: Stream, ids: list[int], start: datetime, end: datetime) -> list[dict]:
         """Iterable's metrics of each campaign in `ids` over [start, end): one record per campaign it
-        answers for, with `id` and each metric it sent as a number (an empty cell is left out)."""
-        records = []
-        for first in range(0, len(ids), stream.ids_per_request):
-            params = {
-                "campaignId": [str(i) for i in ids[first : first + stream.ids_per_request]],
-                "startDateTime": utc(start).strftime(REQUEST_FORMAT),
-                "endDateTime": utc(end).strftime(REQUEST_FORMAT),
-            }
-            text = self._call(stream.path, params, lambda response: response.text, stream.rate_family)
+        answers for, with `id` and each metric it sent as a number (an empty cell is left out).
+
+        Iterable refuses URLs over MAX_URL_CHARACTERS (HTTP 414): each request takes as many ids as fit,
+        at most `ids_per_request`, and a 414 splits its ids in two."""
+        span = {"startDateTime": utc(start).strftime(REQUEST_FORMAT), "endDateTime": utc(end).strftime(REQUEST_FORMAT)}
+        records, pending = [], [str(i) for i in ids]
+        batches: list[list[str]] = []
+        while pending:
+            batch = self._ids_that_fit(stream, pending, span)
+            batches.append(batch)
+            pending = pending[len(batch) :]
+        while batches:
+            batch = batches.pop(0)
+            try:
+                params = {"campaignId": batch, **span}
+                text = self._call(stream.path, params, lambda response: response.text, stream.rate_family)
+            except IterableApiError as exc:
+                if exc.status != 414 or len(batch) == 1:
+                    raise
+                half = len(batch) // 2
+                batches[:0] = [batch[:half], batch[half:]]
+                dg.get_dagster_logger().warning(f"{exc}; asking for the {len(batch)} campaigns in two requests")
+                continue
             for row in csv.DictReader(io.StringIO(text)):
                 records.append({name: _csv_number(value) for name, value in row.items() if value not in ("", None)})
         return records
+
+    def _ids_that_fit(self, stream: Stream, ids: list[str], span: dict) -> list[str]:
+        """The longest head of `ids` (at most `ids_per_request`) whose request URL is within MAX_URL_CHARACTERS."""
+        first = {"campaignId": ids[:1], **span}
+        length = len(requests.Request("GET", f"{self.base_url}/api/{stream.path}", params=first).prepare().url)
+        count = 1
+        for campaign_id in ids[1 : stream.ids_per_request]:
+            length += len("&campaignId=") + len(campaign_id)  # ids are digits: nothing to escape
+            if length > MAX_URL_CHARACTERS:
+                break
+            count += 1
+        return ids[:count]
 
     def _paged(self, path: str, response_key: str, **filters: Any) -> list[dict]:
         records: list[dict] = []

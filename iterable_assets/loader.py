@@ -20,7 +20,8 @@ import duckdb
 from iterable_assets import reader, warehouse
 from iterable_assets.json_types import KIND_MISMATCH
 from iterable_assets.spool import NdjsonSpool
-from iterable_assets.streams import Stream
+from iterable_assets.sql import quote
+from iterable_assets.streams import STREAMS_BY_NAME, Stream
 from iterable_assets.warehouse import LoadError, LoadResult, Rejects, Scope
 
 log = logging.getLogger(__name__)
@@ -131,8 +132,18 @@ def load_records(con: duckdb.DuckDBPyConnection, stream: Stream, records: Iterab
 
 
 def load_members(
-    con: duckdb.DuckDBPyConnection, stream: Stream, path: Path, parent_id: int, synced_at: datetime
+    con: duckdb.DuckDBPyConnection, stream: Stream, path: Path, parent_id: int, synced_at: datetime, project_type: str
 ) -> LoadResult:
-    """Replace one list's members with those of a text body (one per line)."""
-    batch = reader.members_batch(stream, path, parent_id, synced_at)
+    """Replace one list's members with those of a text body (one per line). Iterable names a member by
+    email in email-based projects and by userId in userID-based ones. In hybrid projects it names it
+    by userId when it has one (preferUserId): a member is a userId if a user of the users table has
+    it as userId, or if it has no @ (a user the table does not have yet); else an email."""
+    is_user_id = {"email": "FALSE", "userid": "(TRUE)"}.get(project_type)
+    if is_user_id is None:
+        users = STREAMS_BY_NAME[stream.users_table]
+        user_id = quote("userId")
+        known = f"member IN (SELECT {user_id} FROM {warehouse.table_name(users.name)} WHERE {user_id} IS NOT NULL)"
+        has_user_ids = "userid" in warehouse.column_types(con, users)
+        is_user_id = f"({known} OR NOT contains(member, '@'))" if has_user_ids else "NOT contains(member, '@')"
+    batch = reader.members_batch(stream, path, parent_id, synced_at, is_user_id)
     return warehouse.replace(con, stream, Scope.equals(stream.partition_column, int(parent_id)), batch)

@@ -187,21 +187,26 @@ def detected_batch(
     return _batch(stream, columns, values, f"{source} WHERE {quote(HEADER_KEY)} IS NULL")
 
 
-def members_batch(stream: Stream, path: Path, parent_id: int, synced_at: datetime) -> Batch | None:
+def members_batch(stream: Stream, path: Path, parent_id: int, synced_at: datetime, is_user_id: str) -> Batch | None:
     """A list's members from a text body (one per line), with the parent's id and the sync's time
-    in the stream's `partition_column` and `synced_at_column`. None for an empty body."""
+    in the stream's `partition_column` and `synced_at_column`. A member for which `is_user_id` (SQL
+    over column `member`, parenthesized) holds is a userId, else an email; with "FALSE" (email-based
+    projects) the batch has no userId column. None for an empty body."""
     if not path.stat().st_size:
         return None
     types = dict(stream.base_columns)
-    (member,) = (key for key in stream.primary_key if key != stream.partition_column)
     parent, synced = stream.partition_column, stream.synced_at_column
+    names = {"email": "member"}
+    if is_user_id != "FALSE":
+        by_user_id = f"CASE WHEN {is_user_id} THEN member END"
+        names = {"email": f"CASE WHEN NOT {is_user_id} THEN member END", "userId": by_user_id}
+    members = ", ".join(f"{sql} AS {quote(name)}" for name, sql in names.items())
     # The batch query takes no parameters, so the id and the time are written as literals.
     return Batch(
-        f"SELECT {quote(member)}, {int(parent_id)}::{types[parent]} AS {quote(parent)}, "
+        f"SELECT {members}, {int(parent_id)}::{types[parent]} AS {quote(parent)}, "
         f"'{synced_at.isoformat()}'::{types[synced]} AS {quote(synced)} "
-        f"FROM read_csv({sql_string(str(path))}, header = false, "
-        f"columns = {{{sql_string(member)}: '{types[member]}'}}, delim = '\x01', quote = '', escape = '', "
-        "auto_detect = false, new_line = '\\n', strict_mode = false) "
-        f"WHERE {quote(member)} IS NOT NULL AND trim({quote(member)}) <> ''",
-        [(column, types[column]) for column in (member, parent, synced)],
+        f"FROM read_csv({sql_string(str(path))}, header = false, columns = {{'member': 'VARCHAR'}}, delim = '\x01', "
+        "quote = '', escape = '', auto_detect = false, new_line = '\\n', strict_mode = false) "
+        "WHERE member IS NOT NULL AND trim(member) <> ''",
+        [*((name, "VARCHAR") for name in names), (parent, types[parent]), (synced, types[synced])],
     )

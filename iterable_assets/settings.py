@@ -16,8 +16,10 @@ from urllib.parse import urlparse
 
 from iterable_assets.streams import (
     EXPORT_FAMILY,
+    FORGOTTEN_FAMILY,
     GET_USERS_FAMILY,
     METRICS_FAMILY,
+    PROJECT_TYPES,
     STREAMS_BY_NAME,
     Stream,
     select_streams,
@@ -74,6 +76,12 @@ def _severity(text: str) -> str:
     return text.upper()
 
 
+def _project_type(text: str) -> str:
+    if text.lower() not in ("auto", *PROJECT_TYPES):
+        raise ValueError
+    return text.lower()
+
+
 def _http_url(text: str) -> str:
     parsed = urlparse(text)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -105,6 +113,12 @@ class Settings:
         _http_url,
         "an http(s) URL such as https://api.iterable.com or https://api.eu.iterable.com",
     )
+    project_type: str = _variable(
+        "ITERABLE_PROJECT_TYPE",
+        "auto",
+        _project_type,
+        f"auto (ask Iterable), or the project's type: {', '.join(PROJECT_TYPES)}",
+    )
     start_date: date = _variable("ITERABLE_START_DATE", "2026-01-01", parse_day, "a day as YYYY-MM-DD (UTC)")
     window_days: int = _variable("ITERABLE_WINDOW_DAYS", "30", _positive_int, "a whole number of days, 1 or more")
     lookback_days: int = _variable(
@@ -118,6 +132,9 @@ class Settings:
     )
     campaign_metrics_requests_per_minute: float = _variable(
         "ITERABLE_CAMPAIGN_METRICS_REQUESTS_PER_MINUTE", "10", _positive_float, REQUESTS_PER_MINUTE
+    )
+    forgotten_requests_per_minute: float = _variable(
+        "ITERABLE_FORGOTTEN_REQUESTS_PER_MINUTE", "180", _positive_float, REQUESTS_PER_MINUTE
     )
     streams: tuple[Stream, ...] = _variable(
         "ITERABLE_STREAMS",
@@ -149,6 +166,7 @@ class Settings:
             EXPORT_FAMILY: self.export_requests_per_minute,
             GET_USERS_FAMILY: self.list_users_requests_per_minute,
             METRICS_FAMILY: self.campaign_metrics_requests_per_minute,
+            FORGOTTEN_FAMILY: self.forgotten_requests_per_minute,
         }
 
 

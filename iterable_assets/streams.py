@@ -4,6 +4,7 @@ stream's name or path."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -29,6 +30,39 @@ TIMESTAMPTZ = "TIMESTAMP WITH TIME ZONE"
 EXPORT_FAMILY = "export"
 GET_USERS_FAMILY = "getUsers"
 METRICS_FAMILY = "campaignMetrics"
+FORGOTTEN_FAMILY = "forgotten"
+
+# How a project identifies its users, chosen when it is created (ITERABLE_PROJECT_TYPE): by email, by
+# email and userId (hybrid), or by userId. Hybrid and userID-based projects give every user an
+# `itblUserId`, the one identifier every user has there.
+PROJECT_TYPES = ("email", "hybrid", "userid")
+IDENTITY_COLUMNS = ("email", "userId")  # how a row names its user, in every table that holds people
+
+
+@dataclass(frozen=True)
+class ForgottenList:
+    """One of Iterable's lists of forgotten (GDPR) users: the SHA-256 of each identifier, lowercased and
+    trimmed. Each list is served in the project types that identify users its way, and errors in the others."""
+
+    identity: str  # the column that holds the identifier
+    path: str
+    response_key: str
+    project_types: tuple[str, ...]
+
+
+FORGOTTEN_LISTS = (
+    ForgottenList("email", "users/forgotten", "hashedEmails", ("email", "hybrid")),
+    ForgottenList("userId", "users/forgottenUserIds", "hashedUserIds", ("hybrid", "userid")),
+)
+
+
+def project_type_serving(identities: set[str]) -> str | None:
+    """The project type whose forgotten lists are exactly those of `identities` (None if none is)."""
+    for project_type in PROJECT_TYPES:
+        if {f.identity for f in FORGOTTEN_LISTS if project_type in f.project_types} == identities:
+            return project_type
+    return None
+
 
 EVENTS_GROUP = "iterable_events"
 CATALOG_GROUP = "iterable_catalog"
@@ -58,6 +92,7 @@ class Stream:
     parent: str | None = None  # the table whose ids it is read by (list_members: one partition per id)
     partition_column: str | None = None  # list_members: the column (and query parameter) of the parent's id
     synced_at_column: str | None = None  # list_members: the column stamped with the sync's time
+    users_table: str | None = None  # list_members: whose userIds tell a member named by userId from one by email
     timestamp_fields: tuple[str, ...] = ()  # stored as TIMESTAMPTZ (UTC)
     json_string_fields: tuple[str, ...] = ()  # JSON sent as a string, stored as JSON
     renames: dict[str, str] = field(default_factory=dict)  # source key -> column
@@ -66,6 +101,16 @@ class Stream:
     # metrics_csv: (event table, metric) pairs whose rows per campaign must match Iterable's total
     reconcile: tuple[tuple[str, str], ...] = ()
     reconcile_key: str = "campaignId"  # the event tables' column that holds the campaign id
+    # The key in the project types where it is not `primary_key` (users: itblUserId where users may lack an email).
+    keys_by_project_type: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    identity_columns: tuple[str, ...] = ()  # its rows belong to a user: found by these when Iterable forgets one
+    watch_fields: tuple[str, ...] = ()  # upsert: a change of these is loaded even if the replication key did not move
+    drops_missing: bool = False  # upsert: a record gone from the full listing leaves the table (full writes always do)
+
+    def for_project(self, project_type: str) -> "Stream":
+        """This stream in a project of `project_type`: with that project's key."""
+        key = self.keys_by_project_type.get(project_type)
+        return dataclasses.replace(self, primary_key=key) if key else self
 
 
 EXPORT_PATH = "export/data.json"
@@ -88,7 +133,7 @@ def export_stream(name: str, data_type_name: str, **fields) -> Stream:
         source="export",
         path=EXPORT_PATH,
         write="window",
-        base_columns=(("createdAt", TIMESTAMPTZ),),
+        base_columns=(("createdAt", TIMESTAMPTZ), ("email", "VARCHAR"), ("userId", "VARCHAR")),
         replication_key="createdAt",
         group=EVENTS_GROUP,
         data_type_name=data_type_name,
@@ -96,6 +141,7 @@ def export_stream(name: str, data_type_name: str, **fields) -> Stream:
         pool="iterable_export",
         timestamp_fields=EXPORT_TIMESTAMPS,
         json_string_fields=("transactionalData",),
+        identity_columns=IDENTITY_COLUMNS,
     )
     return Stream(name=name, **{**defaults, **fields})
 
@@ -112,6 +158,8 @@ STREAMS: tuple[Stream, ...] = (
         response_key="campaigns",
         paged=True,
         timestamp_fields=("createdAt", "updatedAt", "startAt", "endedAt"),
+        # Iterable moves a campaign from Scheduled to Running to Finished without moving its updatedAt.
+        watch_fields=("campaignState",),
     ),
     Stream("channels", "resource", "channels", "full", (("id", "BIGINT"),), ("id",), response_key="channels"),
     export_stream("email_bounce", "emailBounce"),
@@ -129,12 +177,15 @@ STREAMS: tuple[Stream, ...] = (
         "list",
         (("email", "VARCHAR"), ("listId", "BIGINT"), ("updatedAt", TIMESTAMPTZ)),
         ("email", "listId"),
+        keys_by_project_type={"hybrid": ("listId", "email", "userId"), "userid": ("listId", "email", "userId")},
+        identity_columns=IDENTITY_COLUMNS,
         group=LISTS_GROUP,
         rate_family=GET_USERS_FAMILY,
         pool="iterable_list_users",
         parent="lists",
         partition_column="listId",
         synced_at_column="updatedAt",
+        users_table="users",
         timestamp_fields=("updatedAt",),
     ),
     Stream(
@@ -179,12 +230,21 @@ STREAMS: tuple[Stream, ...] = (
         paged=True,
         listings=tuple({"templateType": t, "messageMedium": m} for t in TEMPLATE_TYPES for m in MESSAGE_MEDIUMS),
         timestamp_fields=("createdAt", "updatedAt"),
+        drops_missing=True,  # deleted templates leave every listing
     ),
     export_stream(
         "users",
         "user",
-        base_columns=(("email", "VARCHAR"), ("profileUpdatedAt", TIMESTAMPTZ)),
+        base_columns=(
+            ("email", "VARCHAR"),
+            ("userId", "VARCHAR"),
+            ("itblUserId", "VARCHAR"),
+            ("profileUpdatedAt", TIMESTAMPTZ),
+            ("emailListIds", "JSON"),
+            ("userListIds", "JSON"),
+        ),  # fmt: skip
         primary_key=("email",),
+        keys_by_project_type={"hybrid": ("itblUserId",), "userid": ("itblUserId",)},
         replication_key="profileUpdatedAt",
         json_string_fields=(),
         # The reference connector's (Singer tap-iterable) renames, kept so both keys survive
@@ -239,6 +299,7 @@ DEFAULT_STREAMS: tuple[Stream, ...] = tuple(s for s in STREAMS if s.default)
 # `iterable-assets check` proves a key with a cheap resource call, then a one-minute export.
 KEY_CHECK_STREAM = STREAMS_BY_NAME["channels"]
 EXPORT_CHECK_STREAM = STREAMS_BY_NAME["email_send"]
+USERS_STREAM = STREAMS_BY_NAME["users"]  # `iterable-assets check` names its key in the project's type
 
 
 def children(stream: Stream, streams: tuple[Stream, ...] = STREAMS) -> tuple[Stream, ...]:

@@ -10,6 +10,7 @@ table, and a window load records the rows of each day it covered in the loaded-d
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import time
 from collections import Counter
@@ -29,6 +30,8 @@ SCHEMA = "iterable"
 MEMORY_LIMIT = "192MB"
 EXTERNAL_LOCK_WAIT_SECONDS = 300.0
 REJECTS = "_rejected_records"
+DELETED = "_deleted"  # rows that left a table because Iterable deleted what they hold: table, key, when
+FORGOTTEN = f"{SCHEMA}._forgotten"  # the hashes of the users Iterable forgot (see erasure.py)
 # Per window stream and UTC day, from the last load of that day: the rows it found there (rows_before),
 # the rows it loaded (rows_loaded), and the rows the day has as loads left it (rows: rows_loaded, less
 # older versions of its keyed records that later loads superseded).
@@ -98,23 +101,53 @@ class Scope:
     where: str
     params: tuple = ()
     uses_batch: bool = False  # the predicate reads the incoming rows (table `batch`)
+    # The keys of Iterable's full listing: rows whose key is not among them go too, recorded as deleted.
+    listed: tuple[tuple, ...] | None = None
 
     @classmethod
-    def everything(cls) -> "Scope":
-        return cls("TRUE")
+    def everything(cls, listed: tuple[tuple, ...] | None = None) -> "Scope":
+        return cls("TRUE", listed=listed)
 
     @classmethod
     def window(cls, column: str, start: datetime, end: datetime) -> "Scope":
         return cls(f"{quote(column)} >= ? AND {quote(column)} < ?", (start, end))
 
     @classmethod
-    def keys(cls, columns: Sequence[str]) -> "Scope":
+    def keys(cls, columns: Sequence[str], listed: tuple[tuple, ...] | None = None) -> "Scope":
         cols = ", ".join(quote(c) for c in columns)
-        return cls(f"({cols}) IN (SELECT {cols} FROM batch)", uses_batch=True)
+        return cls(f"({cols}) IN (SELECT {cols} FROM batch)", uses_batch=True, listed=listed)
 
     @classmethod
     def equals(cls, column: str, value) -> "Scope":
         return cls(f"{quote(column)} = ?", (value,))
+
+
+def ensure_forgotten(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {FORGOTTEN} (hash VARCHAR, identity VARCHAR, first_seen TIMESTAMPTZ, "
+        "unforgotten_at TIMESTAMPTZ, purged_at TIMESTAMPTZ, rows_deleted JSON)"
+    )
+
+
+def hashed(column: str) -> str:
+    """SQL: the hash Iterable lists for the identifier a column holds (SHA-256, lowercased and trimmed)."""
+    return f"sha256(lower(trim(CAST({quote(column)} AS VARCHAR))))"
+
+
+def forgotten_predicate(con: duckdb.DuckDBPyConnection, columns: Sequence[str], unpurged: bool = False) -> str | None:
+    """SQL over rows with `columns`: whether a row names a user who is forgotten now (`unpurged`: and
+    whose rows the forget step has not purged yet); None when none of the columns names one who is,
+    so that loads pay nothing while nobody is forgotten."""
+    ensure_forgotten(con)
+    which = "unforgotten_at IS NULL" + (" AND purged_at IS NULL" if unpurged else "")
+    current = dict(con.execute(f"SELECT identity, count(*) FROM {FORGOTTEN} WHERE {which} GROUP BY ALL").fetchall())
+    tests = [
+        f"COALESCE({hashed(column)} IN (SELECT hash FROM {FORGOTTEN} WHERE identity = {sql_string(column)} "
+        f"AND {which}), FALSE)"
+        for column in columns
+        if current.get(column)
+    ]
+    return " OR ".join(tests) or None
 
 
 @dataclass(frozen=True)
@@ -131,6 +164,7 @@ class LoadResult:
     rows: int  # rows inserted
     replaced: int  # rows deleted
     rejected: int = 0  # lines that could not be loaded, kept in iterable._rejected_records
+    gone: int = 0  # records no longer in Iterable's listing, deleted and recorded in iterable._deleted
 
 
 Rejects = Sequence[tuple[int, str, str]]  # (line number, error, the line's text)
@@ -139,7 +173,9 @@ Rejects = Sequence[tuple[int, str, str]]  # (line number, error, the line's text
 def replace(
     con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope, batch: Batch | None, rejects: Rejects = ()
 ) -> LoadResult:
-    """In one transaction: delete the scope's rows and insert the batch (None: no rows).
+    """In one transaction: delete the scope's rows and insert the batch (None: no rows), but for rows
+    that name a user Iterable forgot: a load never writes those. With the scope's `listed` keys, rows
+    whose key Iterable no longer lists leave the table and are recorded in the deletions table.
 
     A window load must only bring rows inside its window: a row outside it would not be replaced
     by the next load of that window, so such a batch is refused. A keyed window stream (users)
@@ -147,14 +183,19 @@ def replace(
     """
     table = table_name(stream.name)
     source = batch.sql if batch else None
+    people = [c for c, _ in batch.columns if c in stream.identity_columns] if batch else []
+    forgotten = forgotten_predicate(con, people) if people else None
+    if forgotten:
+        source = f"SELECT * FROM ({batch.sql}) WHERE NOT ({forgotten})"
     if batch and scope.uses_batch:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS {batch.sql}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS {source}")
         source = "SELECT * FROM batch"
     con.execute("BEGIN TRANSACTION")
     try:
         ensure_table(con, stream)
         _timestamps_from_text(con, stream)
         select = _evolve(con, stream, batch.columns if batch else [], batch.renamed if batch else {})
+        gone = _drop_missing(con, stream, scope.listed) if scope.listed is not None else 0
         before = _rows_per_day(con, stream, scope) if stream.write == "window" else {}
         replaced = 0
         if batch or not scope.uses_batch:  # a scope of the incoming keys replaces nothing when none come
@@ -178,7 +219,29 @@ def replace(
         raise
     finally:
         con.execute("DROP TABLE IF EXISTS batch")
-    return LoadResult(rows=rows, replaced=replaced, rejected=len(rejects))
+    return LoadResult(rows=rows, replaced=replaced, rejected=len(rejects), gone=gone)
+
+
+def _drop_missing(con: duckdb.DuckDBPyConnection, stream: Stream, listed: Sequence[tuple]) -> int:
+    """Delete the rows whose key is not in `listed` (what Iterable's full listing holds), record each
+    such key in the deletions table, and return how many keys went."""
+    keys = [quote(k) for k in stream.primary_key]
+    present = con.execute(f"SELECT DISTINCT {', '.join(keys)} FROM {table_name(stream.name)}").fetchall()
+    gone = sorted(set(present) - {tuple(k) for k in listed}, key=repr)
+    if not gone:
+        return 0
+    match = " AND ".join(f"{k} = ?" for k in keys)
+    con.executemany(f"DELETE FROM {table_name(stream.name)} WHERE {match}", [list(k) for k in gone])
+    record_deleted(con, stream, [json.dumps(k[0] if len(k) == 1 else list(k), default=str) for k in gone])
+    log.info("%s: %d record(s) no longer in Iterable's listing left the table", stream.name, len(gone))
+    return len(gone)
+
+
+def record_deleted(con: duckdb.DuckDBPyConnection, stream: Stream, keys: Sequence[str]) -> None:
+    """Record that the rows of these keys (JSON text, or a hash where the key is personal) left the table."""
+    table = f"{SCHEMA}.{DELETED}"
+    con.execute(f"CREATE TABLE IF NOT EXISTS {table} (table_name VARCHAR, key VARCHAR, noticed_at TIMESTAMPTZ)")
+    con.executemany(f"INSERT INTO {table} VALUES (?, ?, now())", [[stream.name, key] for key in keys])
 
 
 def _record_rejects(con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope, rejects: Rejects) -> None:
@@ -261,10 +324,15 @@ def _record_days(
             f"UPDATE {ledger} SET rows_before = ? WHERE stream = ? AND day = ?",
             [[rows, stream.name, day] for day, rows in before.items()],
         )
-    if superseded:
+    take_off_days(con, stream, superseded)
+
+
+def take_off_days(con: duckdb.DuckDBPyConnection, stream: Stream, lost: Counter) -> None:
+    """Take rows deleted since their load (superseded versions, forgotten users) off their days' ledger rows."""
+    if lost:
         con.executemany(
-            f"UPDATE {ledger} SET rows = rows - ? WHERE stream = ? AND day = ?",
-            [[lost, stream.name, day] for day, lost in superseded.items()],
+            f"UPDATE {SCHEMA}.{LOADED_DAYS} SET rows = rows - ? WHERE stream = ? AND day = ?",
+            [[n, stream.name, day] for day, n in lost.items()],
         )
 
 

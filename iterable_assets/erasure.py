@@ -1,0 +1,135 @@
+"""Users Iterable forgot (GDPR), in the warehouse: the list of their hashes, the rows it purges, the
+filter every load applies; and the project's type, as the last run that asked Iterable found it.
+
+Iterable lists forgotten users as the SHA-256 of each identifier, lowercased and trimmed. The table
+`iterable._forgotten` keeps each hash (never an email or userId), when it was first listed, when it
+left the list (an "unforget": from then on the identifier's rows load again; what was purged stays
+purged), and how many rows each table lost to it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime
+
+import duckdb
+
+from iterable_assets.sql import quote
+from iterable_assets.streams import Stream
+from iterable_assets.warehouse import (
+    FORGOTTEN,
+    SCHEMA,
+    column_types,
+    ensure_forgotten,
+    forgotten_predicate,
+    hashed,
+    table_name,
+    take_off_days,
+)
+
+PROJECT = f"{SCHEMA}._project"
+
+
+def record_forgotten(con: duckdb.DuckDBPyConnection, served: dict[str, list[str]], now: datetime) -> tuple[int, int]:
+    """Bring the list up to date with the hashes Iterable served, by identity (only the identities it
+    served: a list not read says nothing). Returns (hashes new to the list, hashes that left it)."""
+    ensure_forgotten(con)
+    new = gone = 0
+    for identity, hashes in served.items():
+        listed = {h.lower() for h in hashes}
+        known = dict(
+            con.execute(f"SELECT hash, unforgotten_at FROM {FORGOTTEN} WHERE identity = ?", [identity]).fetchall()
+        )
+        fresh = sorted(listed - set(known))
+        again = [h for h in listed & set(known) if known[h] is not None]  # forgotten again after an unforget
+        left = [h for h, at in known.items() if at is None and h not in listed]
+        insert = f"INSERT INTO {FORGOTTEN} VALUES (?, ?, ?, NULL, NULL, '{{}}')"
+        con.executemany(insert, [[h, identity, now] for h in fresh])
+        # Rows loaded while it was not forgotten are purged again.
+        reforget = f"UPDATE {FORGOTTEN} SET unforgotten_at = NULL, purged_at = NULL WHERE hash = ? AND identity = ?"
+        con.executemany(reforget, [[h, identity] for h in again])
+        unforget = f"UPDATE {FORGOTTEN} SET unforgotten_at = ? WHERE hash = ? AND identity = ?"
+        con.executemany(unforget, [[now, h, identity] for h in left])
+        new, gone = new + len(fresh), gone + len(left)
+    return new, gone
+
+
+def unpurged(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The forgotten users whose rows the forget step has not purged from every table yet."""
+    ensure_forgotten(con)
+    query = f"SELECT hash FROM {FORGOTTEN} WHERE unforgotten_at IS NULL AND purged_at IS NULL"
+    return [h for (h,) in con.execute(query).fetchall()]
+
+
+def purge(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
+    """Delete, in one transaction, every row of `stream` that names a forgotten user not purged yet;
+    count them per hash in the list, and take them off the loaded-days ledger. Returns the rows
+    deleted. (Loads never write a forgotten user's rows, so purged users need no second look.)"""
+    columns = column_types(con, stream)
+    present = [c for c in stream.identity_columns if c.lower() in columns]
+    forgotten = forgotten_predicate(con, present, unpurged=True)
+    if forgotten is None:
+        return 0
+    day = f"CAST({quote(stream.replication_key)} AS DATE)" if stream.write == "window" else "NULL"
+    con.execute("BEGIN TRANSACTION")
+    try:
+        deleted = con.execute(
+            f"DELETE FROM {table_name(stream.name)} WHERE {forgotten} "
+            f"RETURNING {day}, {', '.join(hashed(c) for c in present)}"
+        ).fetchall()
+        per_hash = Counter(h for _, *hashes in deleted for h in hashes if h is not None)
+        for hash_, rows in per_hash.items():
+            found = con.execute(f"SELECT rows_deleted FROM {FORGOTTEN} WHERE hash = ?", [hash_]).fetchall()
+            for (counts,) in found:  # hashes of identifiers that are not forgotten are not in the list
+                counts = json.loads(counts)
+                counts[stream.name] = counts.get(stream.name, 0) + rows
+                con.execute(f"UPDATE {FORGOTTEN} SET rows_deleted = ? WHERE hash = ?", [json.dumps(counts), hash_])
+        if stream.write == "window":
+            take_off_days(con, stream, Counter(day for day, *_ in deleted))
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return len(deleted)
+
+
+def mark_purged(con: duckdb.DuckDBPyConnection, hashes: list[str], now: datetime) -> None:
+    """Every table has been purged of these forgotten users."""
+    con.executemany(f"UPDATE {FORGOTTEN} SET purged_at = ? WHERE hash = ?", [[now, h] for h in hashes])
+
+
+def current_hashes(con: duckdb.DuckDBPyConnection) -> int:
+    ensure_forgotten(con)
+    return con.execute(f"SELECT count(*) FROM {FORGOTTEN} WHERE unforgotten_at IS NULL").fetchone()[0]
+
+
+def forgotten_rows(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
+    """Rows of `stream` that name a user who is forgotten now (none, after every purge and load)."""
+    columns = column_types(con, stream)
+    forgotten = forgotten_predicate(con, [c for c in stream.identity_columns if c.lower() in columns])
+    if forgotten is None:
+        return 0
+    return con.execute(f"SELECT count(*) FROM {table_name(stream.name)} WHERE {forgotten}").fetchone()[0]
+
+
+# ---- the project's type -----------------------------------------------------------------------------
+def record_project_type(con: duckdb.DuckDBPyConnection, fingerprint: str, project_type: str) -> None:
+    """Keep the type the last run found for the project of `fingerprint` (host and key digest)."""
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {PROJECT} (fingerprint VARCHAR, project_type VARCHAR, found_at TIMESTAMPTZ)"
+    )
+    con.execute(f"DELETE FROM {PROJECT}")
+    con.execute(f"INSERT INTO {PROJECT} VALUES (?, ?, now())", [fingerprint, project_type])
+
+
+def recorded_project_type(con: duckdb.DuckDBPyConnection, fingerprint: str | None = None) -> str | None:
+    """The type recorded for the project of `fingerprint` (None: whichever project was recorded last)."""
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [SCHEMA, PROJECT.split(".")[1]],
+    ).fetchone()[0]
+    if not exists:
+        return None
+    found = con.execute(f"SELECT fingerprint, project_type FROM {PROJECT}").fetchone()
+    return found[1] if found and fingerprint in (None, found[0]) else None
