@@ -60,8 +60,9 @@ RATE_LIMIT_FAMILIES = {  # family -> its first route (the "forgotten" family als
     "forgotten": "/api/users/forgotten",
 }
 _FULL_ACCESS_ONLY = {"export", "list_users"}  # families a read-only key gets 401 on
-# Iterable's front end rejects a longer request-target (path and query) before the API sees it, with a
-# plain-text body: the wording of that server layer (an Akka HTTP-style message), not an Iterable JSON error.
+# A longer request-target (path and query) gets 414 (seen on experiments/metrics since 2026-03). Text, not
+# Iterable's JSON msg/code: the message is an HTTP server layer's wording, which answers before the API code
+# (the one that writes JSON errors) sees the request. The exact body and content type are unverified.
 _MAX_URI = 2048
 _URI_TOO_LONG = b"URI length exceeds the configured limit of 2048 characters"
 _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?)\s*(Z|[+-]\d{2}:?\d{2}|\d{2}:?\d{2})?")
@@ -349,11 +350,14 @@ class Simulator:
         return 200, "text/plain", "".join(m + "\n" for m in members).encode(), {}
 
     def _forgotten(self, path, params, host):
-        emails = path == "/api/users/forgotten"
+        ds = self.dataset
+        key, hashes = (
+            ("hashedEmails", ds.hashed_forgotten_emails)
+            if path == "/api/users/forgotten"
+            else ("hashedUserIds", ds.hashed_forgotten_user_ids)
+        )
         try:
-            if emails:
-                return _json({"hashedEmails": self.dataset.hashed_forgotten_emails()})
-            return _json({"hashedUserIds": self.dataset.hashed_forgotten_user_ids()})
+            return _json({key: hashes()})
         except ValueError as e:
             # Iterable errors here in the other project type; the status and body are a guess (unverified).
             raise _ApiError(400, error_body(f"This endpoint is {e}", "BadParams")) from None
