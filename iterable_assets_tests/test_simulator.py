@@ -98,6 +98,7 @@ def test_read_only_key(sim):
         ("/api/lists/getUsers", {"listId": "abc"}),
         ("/api/lists/getUsers", {"listId": "1"}),
         ("/api/lists/getUsers", {}),
+        ("/api/lists/getUsers", {"listId": 900001, "preferUserId": "yes"}),
         ("/api/templates", {"templateType": "Nope"}),
         ("/api/campaigns", {"page": "0"}),
         ("/api/campaigns", {"pageSize": "1001"}),
@@ -111,6 +112,21 @@ def test_bad_params_are_400(sim, http, path, params):
     r = http.get(sim.base_url + path, params=params)
     assert r.status_code == 400
     assert r.json()["code"] == "BadParams" and r.json()["msg"] == "Invalid parameters"
+
+
+def test_a_request_target_over_2048_characters_is_414(sim, http):
+    """Iterable's front end limit: Estuary and Matatika cut their campaigns/metrics batches for it."""
+    ids = [str(1_000_000_000 + k) for k in range(100)]  # 10-digit ids: 22 characters each
+    r = http.get(sim.base_url + "/api/campaigns/metrics", params={"campaignId": ids})
+    assert len(r.request.path_url) > 2048
+    assert (r.status_code, r.headers["Content-Type"]) == (414, "text/plain")
+    assert r.text == "URI length exceeds the configured limit of 2048 characters"
+    assert sim.requests_to("/api/campaigns/metrics")[-1].status == 414
+    r = http.get(sim.base_url + "/api/campaigns/metrics", params={"campaignId": ids[:80]})
+    assert len(r.request.path_url) <= 2048 and r.status_code == 200
+    at_limit = "/api/channels?pad=" + "x" * (2048 - len("/api/channels?pad="))
+    assert http.get(sim.base_url + at_limit).status_code == 200
+    assert http.get(sim.base_url + at_limit + "x").status_code == 414
 
 
 def test_unknown_path_and_missing_metadata_are_404(sim, http):
@@ -300,6 +316,14 @@ def test_list_users(sim, http, ds):
     assert b"" in bodies.values() and sum(1 for b in bodies.values() if b) == 4
 
 
+def test_lists_have_the_captured_keys_and_types(ds):
+    lists = ds.lists()
+    assert all(x.keys() == {"id", "name", "createdAt", "listType"} for x in lists)
+    assert {x["listType"] for x in lists} == {"Standard", "Dynamic", "Internal"}
+    suppression = {i for c in ds.campaigns() for i in c["suppressionListIds"]}
+    assert suppression and all(x["listType"] == "Standard" for x in lists if x["id"] in suppression)
+
+
 def test_campaign_paging_matches_unpaged(sim, http):
     everything = http.get(sim.base_url + "/api/campaigns").json()["campaigns"]
     pages, url = [], sim.base_url + "/api/campaigns?page=1&pageSize=7"
@@ -375,6 +399,48 @@ def test_mutations_are_served_immediately(http):
         templates = http.get(s.base_url + "/api/templates", params=params).json()
         assert [t["updatedAt"] for t in templates["templates"] if t["templateId"] == 3043601] == [ms]
         assert http.get(s.base_url + "/api/campaigns").json()["campaigns"][0]["updatedAt"] == ms
+
+
+def test_deleted_catalog_objects_leave_their_listings(http):
+    ds = Dataset(SimulatorConfig())
+    with Simulator(ds) as s:
+
+        def ids(path, key, field="id", **params):
+            return {x[field] for x in http.get(s.base_url + path, params=params).json()[key]}
+
+        ds.delete_template(3043602)
+        assert 3043602 not in ids("/api/templates", "templates", "templateId")
+        assert 3043602 not in ids("/api/templates", "templates", "templateId", page=1, pageSize=100)
+        listing = {"templateType": "Base", "messageMedium": "Push"}
+        assert 3043602 not in ids("/api/templates", "templates", "templateId", **listing)
+        ds.delete_channel(77694)
+        ds.delete_message_type(47261)
+        assert 77694 not in ids("/api/channels", "channels") and len(ds.channels()) == 4
+        assert 47261 not in ids("/api/messageTypes", "messageTypes") and len(ds.message_types()) == 4
+    for delete in (ds.delete_template, ds.delete_channel, ds.delete_message_type):
+        with pytest.raises(KeyError):
+            delete(1)
+
+
+def test_campaign_state_changes_leave_updated_at(http):
+    ds = Dataset(SimulatorConfig())
+    campaigns = {c["id"]: c for c in ds.campaigns()}
+    draft = next(c for c in campaigns.values() if c["campaignState"] == "Draft" and c["type"] == "Blast")
+    running = next(c for c in campaigns.values() if c["campaignState"] == "Running")
+    started, ended = datetime(2024, 3, 2, 9), datetime(2024, 3, 2, 10)
+    ds.set_campaign_state(draft["id"], "Running", started)
+    ds.set_campaign_state(draft["id"], "Finished", ended)
+    ds.set_campaign_state(running["id"], "Aborted", ended)
+    with Simulator(ds) as s:
+        served = {c["id"]: c for c in http.get(s.base_url + "/api/campaigns").json()["campaigns"]}
+    ms = {t: int(t.replace(tzinfo=timezone.utc).timestamp() * 1000) for t in (started, ended)}
+    assert served[draft["id"]] == {**draft, "campaignState": "Finished", "startAt": ms[started], "endedAt": ms[ended]}
+    # a Triggered campaign gets no startAt (captured ones have none)
+    assert served[running["id"]] == {**running, "campaignState": "Aborted", "endedAt": ms[ended]}
+    [row] = ds.campaign_metrics([draft["id"]])
+    assert len(row) > 1 and not any(v for k, v in row.items() if k != "id")  # no longer a Draft: a row of zeros
+    with pytest.raises(ValueError):
+        ds.set_campaign_state(draft["id"], "Paused")
 
 
 # ---- rate limits, faults, log ---------------------------------------------------------------
@@ -495,6 +561,10 @@ def test_cli_prints_url_and_stops_on_sigterm():
             "4/60",
             "--campaign-metrics-limit",
             "1/60",
+            "--project-type",
+            "hybrid",
+            "--forgotten-limit",
+            "2/60",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -509,6 +579,11 @@ def test_cli_prints_url_and_stops_on_sigterm():
             for _ in range(2)
         ]
         assert [r.status_code for r in metrics] == [200, 429]
+        forgotten = [
+            requests.get(f"{base}/api/users/{path}", headers={"Api-Key": "test-key"})
+            for path in ("forgotten", "forgottenUserIds", "forgotten")
+        ]
+        assert [r.status_code for r in forgotten] == [200, 200, 429]  # one family, served in hybrid projects
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
         assert proc.stdout.read() == ""

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from iterable_assets.simulator import EXPORT_DATA_TYPES, Dataset, Simulator, SimulatorConfig
-from iterable_assets.simulator.events import EVENT_TYPES, METRICS
+from iterable_assets.simulator.events import EVENT_TYPES, METRICS, Tally
 
 EXPORT = "/api/export/data.json"
 METRICS_PATH = "/api/campaigns/metrics"
@@ -65,26 +65,32 @@ def csv_rows(text: str) -> list[dict]:
 
 
 def expected_metrics(ds, campaigns, ids, start, end) -> list[dict]:
-    """Each applicable metric computed from the exported records themselves."""
-    served = {m.data_type: list(ds.export_records(m.data_type, start, end)) for m in METRICS}
+    """Each applicable metric computed from the exported records themselves: the events of each type that
+    carry the campaign's id, tallied per recipient (Apple proxy opens apart), through the metric's formula."""
+    tallies = {}
+    for name in {t for m in METRICS for t in m.data_types}:
+        for r in ds.export_records(name, start, end):
+            if "campaignId" in r:
+                tally = tallies.setdefault((r["campaignId"], name), Tally())
+                tally.add(ds.recipient(r), round(r.get("total", 0) * 100), r.get("proxySource") == "Apple")
     rows = []
     for cid in ids:
         row = {"id": cid}
-        for m in METRICS:
-            if m.every_medium or EVENT_TYPES[m.data_type].medium == campaigns[cid]["messageMedium"]:
-                recs = [r for r in served[m.data_type] if r.get("campaignId") == cid]
-                if m.kind == "total":
-                    row[m.column] = len(recs)
-                elif m.kind == "unique":
-                    row[m.column] = len({r["email"] for r in recs})
-                else:
-                    row[m.column] = round(sum(r["total"] for r in recs), 2)
+        if campaigns[cid]["campaignState"] != "Draft":
+            for m in METRICS:
+                if m.medium in (None, campaigns[cid]["messageMedium"]):
+                    row[m.column] = m.value(*(tallies.get((cid, t), Tally()) for t in m.data_types))
         rows.append(row)
     return rows
 
 
-def one_per_medium(campaigns) -> list[int]:
-    return [min(i for i, c in campaigns.items() if c["messageMedium"] == m) for m in ("Email", "Push", "InApp", "SMS")]
+SENT = ("Running", "Finished", "Aborted")  # the states of campaigns that have events
+
+
+def one_per_medium(campaigns, media=("Email", "Push", "InApp", "SMS", "WebPush")) -> list[int]:
+    """The first campaign of each medium that has sent."""
+    sent = [(i, c["messageMedium"]) for i, c in campaigns.items() if c["campaignState"] in SENT]
+    return [min(i for i, medium in sent if medium == m) for m in media]
 
 
 # ---- export types ---------------------------------------------------------------------------
@@ -104,20 +110,27 @@ def test_every_type_is_served_in_its_window(ds, http):
 
 
 def test_events_reference_catalog_of_their_medium(ds, campaigns):
-    users = {u["email"]: u["userId"] for u in ds.export_records("user", JAN1, MAR1)}
+    users = {u["email"]: u.get("userId") for u in ds.export_records("user", JAN1, MAR1)}
     templates = {t["templateId"] for t in ds.templates()}
+    message_types = {m["id"]: m["channelId"] for m in ds.message_types()}
     for name, kind in EVENT_TYPES.items():
         records = list(ds.export_records(name, JAN1, MAR1))
-        assert all(users[rec["email"]] == rec.get("userId", users[rec["email"]]) for rec in records), name
+        assert all(rec.get("userId") in (None, users[rec["email"]]) for rec in records), name
         with_campaign = [rec for rec in records if "campaignId" in rec]
         if kind.medium is None:
             assert not with_campaign, name
             continue
-        assert with_campaign or name == "emailSubscribe", name  # subscribe events carry no campaign
+        # (un)subscribe events carry no campaign; captured hard-bounce unsubscribes neither
+        assert with_campaign or name in ("emailSubscribe", "emailUnsubscribe"), name
         for rec in with_campaign:
             campaign = campaigns[rec["campaignId"]]
-            assert campaign["messageMedium"] == kind.medium and campaign["templateId"] == rec["templateId"], name
-            assert rec["templateId"] in templates
+            assert campaign["messageMedium"] == kind.medium, name
+            assert campaign["templateId"] == rec.get("templateId", campaign["templateId"]), name  # skips lack one
+            assert campaign["campaignState"] in SENT and campaign["templateId"] in templates, name
+            if "messageTypeId" in rec:
+                assert message_types[rec["messageTypeId"]] == rec["channelId"], name
+    web_push = next(ds.export_records("webPushSend", JAN1, MAR1))
+    assert (web_push["messageTypeId"], web_push["channelId"]) == (47261, 77694)
 
 
 def test_channel_record_shapes(ds):
@@ -139,7 +152,16 @@ def test_channel_record_shapes(ds):
     assert impressions and all(isinstance(i["displayCount"], int) and "messageId" in i for i in impressions)
     for rec in records("smsSend"):
         assert rec["toPhoneNumber"].startswith("+1555") and isinstance(rec["fromSMSSenderId"], int)
-    assert all(rec["smsProviderResponse"]["code"] in (30003, 30005) for rec in records("smsBounce"))
+    for name in ("smsSend", "smsBounce", "smsClick"):  # Iterable's examples call the text smsMessage
+        assert all(isinstance(rec["smsMessage"], str) and "renderedSmsMessage" not in rec for rec in records(name))
+    for rec in records("smsBounce"):  # the provider's response as Iterable's example has it: snake_case more_info
+        response = rec["smsProviderResponse"]
+        assert list(response) == ["status", "message", "code", "more_info"] and response["code"] in (30003, 30005)
+    web_pushes = records("webPushSend")
+    assert all(len(rec["browserToken"]) == 152 and rec["browserToken"][11:18] == ":APA91b" for rec in web_pushes)
+    bare = [rec for rec in web_pushes if rec["webPushBody"] is None]  # as Iterable's example: null body and more
+    assert bare and all(r["webPushMessage"] == "" and r["webPushIcon"] is r["webPushClickAction"] is None for r in bare)
+    assert any(isinstance(rec["webPushBody"], str) for rec in web_pushes)
     purchases = records("purchase")
     for p in purchases:
         items = p["shoppingCartItems"]
@@ -163,7 +185,7 @@ def test_new_types_are_deterministic():
 
 
 def test_metrics_csv_shape(ds, campaigns, http):
-    email, push, in_app, sms = one_per_medium(campaigns)
+    email, push, *_ = one_per_medium(campaigns)
     with Simulator(ds) as sim:
         # unknown ids are left out, repeated ids (clients send parameters twice) give one row
         r = metrics_csv(http, sim, [push, 999, email, push])
@@ -172,7 +194,7 @@ def test_metrics_csv_shape(ds, campaigns, http):
     header = lines[0].split(",")
     assert header[0] == "id" and header[1:] == sorted(header[1:]) and len(lines) == 3
     assert {"Total Email Sends", "Unique Email Opens", "Total Emails Clicked", "Total Pushes Sent"} <= set(header)
-    assert not any("SMS" in h or "In-App" in h for h in header)  # only the requested campaigns' media
+    assert not any("SMS" in h or "In-App" in h or "Web" in h for h in header)  # only the requested campaigns' media
     rows = csv_rows(r.text)
     assert [row["id"] for row in rows] == [push, email]
     assert "Total Email Sends" not in rows[0] and "Total Pushes Sent" in rows[0]  # empty cells for other media
@@ -181,7 +203,8 @@ def test_metrics_csv_shape(ds, campaigns, http):
 
 
 def test_metrics_equal_exported_counts(ds, campaigns, http):
-    ids = one_per_medium(campaigns) + [max(campaigns)]
+    draft = min(i for i, c in campaigns.items() if c["campaignState"] == "Draft")
+    ids = list(dict.fromkeys([*one_per_medium(campaigns), max(campaigns), draft]))
     sub = (datetime(2024, 1, 10, 6, 30), datetime(2024, 2, 2, 18, 15))
     assert ds.campaign_metrics(ids) == expected_metrics(ds, campaigns, ids, JAN1, MAR1)
     assert ds.campaign_metrics(ids, *sub) == expected_metrics(ds, campaigns, ids, *sub)
@@ -230,6 +253,145 @@ def test_metrics_speed_after_first_call():
     assert time.perf_counter() - t < 0.5
 
 
+# ---- shapes of captured payloads (research: real_payloads.md, section 5) ---------------------
+
+
+def test_engagement_answers_an_earlier_send(ds):
+    """Opens, clicks, bounces, complaints and hard-bounce unsubscribes carry the messageId of an emailSend to the
+    same recipient, for the same campaign, template and content, sent before them (bounces within minutes)."""
+    sends = {r["messageId"]: r for r in ds.export_records("emailSend", JAN1, MAR1)}
+    for name, within in [("emailOpen", timedelta(days=4)), ("emailClick", timedelta(days=4)),
+                         ("emailComplaint", timedelta(days=4)), ("emailBounce", timedelta(minutes=10)),
+                         ("emailUnsubscribe", timedelta(minutes=10))]:  # fmt: skip
+        records = [r for r in ds.export_records(name, JAN1, MAR1) if r.get("unsubSource", "HardBounce") == "HardBounce"]
+        assert records, name
+        for r in records:
+            send = sends[r["messageId"]]
+            same = ("email", "userId", "templateId", *(k for k in ("campaignId", "contentId") if k in r))
+            assert [r.get(k) for k in same] == [send.get(k) for k in same], name
+            assert timedelta(0) <= parse(r["createdAt"]) - parse(send["createdAt"]) < within, name
+    opens = list(ds.export_records("emailOpen", JAN1, MAR1))
+    assert max(Counter(r["messageId"] for r in opens).values()) > 1  # a message is opened several times
+    days_after = Counter((parse(r["createdAt"]) - parse(sends[r["messageId"]]["createdAt"])).days for r in opens)
+    assert set(days_after) == {0, 1, 2, 3} and days_after[0] > days_after[1] > days_after[3]  # mostly soon
+
+
+def test_hard_bounce_unsubscribes_name_no_campaign_and_every_email_channel(ds):
+    email_channels = sorted(c["id"] for c in ds.channels() if c["messageMedium"] == "Email")
+    unsubscribes = list(ds.export_records("emailUnsubscribe", JAN1, MAR1))
+    hard = [u for u in unsubscribes if u["unsubSource"] == "HardBounce"]
+    assert 0 < len(hard) < len(unsubscribes)
+    for u in hard:
+        assert "campaignId" not in u and sorted(u["channelIds"]) == email_channels
+        assert (u["recipientState"], u["status"], u["emailListIds"]) == ("HardBounce", "5.1.1", [])
+    others = [u for u in unsubscribes if u["unsubSource"] != "HardBounce"]
+    assert all(u["channelIds"] == [] and "messageId" not in u and "campaignId" not in u for u in others)
+
+
+def test_opens_through_mail_proxies_and_clicks_without_one(ds):
+    opens = list(ds.export_records("emailOpen", JAN1, MAR1))
+    assert all(isinstance(o["contentId"], int) for o in opens)
+    assert {o.get("proxySource") for o in opens} == {"Apple", "Gmail", None}
+    apple = [o for o in opens if o.get("proxySource") == "Apple"]  # Mail Privacy Protection, as captured
+    assert all(
+        (o["userAgent"], o["userAgentDevice"]) == ("Mozilla/5.0", "-") and o["ip"].startswith("104.28.") and "city" in o
+        for o in apple
+    )
+    gmail = [o for o in opens if o["userAgentDevice"] == "Gmail"]  # Google's image proxy: no location
+    assert {o.get("proxySource") for o in gmail} == {"Gmail", None}
+    assert not any({"city", "country", "region"} & o.keys() for o in gmail)
+    for name in ("emailClick", "webPushClick", "hostedUnsubscribeClick"):
+        assert not any("proxySource" in r for r in ds.export_records(name, JAN1, MAR1)), name
+    assert {c["hrefIndex"] for c in ds.export_records("emailClick", JAN1, MAR1)} == {0, 1}
+
+
+def test_sends_and_campaigns_as_captured(ds, campaigns, http):
+    assert all(r["espName"] == "SES" for r in ds.export_records("emailSend", JAN1, MAR1))
+    for c in campaigns.values():
+        if c["type"] == "Triggered":  # captured Triggered campaigns have none of these keys
+            assert not {"listIds", "startAt", "sendSize"} & c.keys()
+        else:
+            assert isinstance(c["listIds"], list)
+        if c["campaignState"] in ("Finished", "Aborted"):
+            assert c["startAt"] <= c["endedAt"] and c["sendSize"] >= 0
+    states = Counter(c["campaignState"] for c in campaigns.values())
+    assert states["Aborted"] > 0 and states["Draft"] > 0
+    templates = {t["templateId"]: t for t in ds.templates()}
+    web_push = [c for c in campaigns.values() if c["messageMedium"] == "WebPush"]
+    assert web_push and all(ds.templates_for(message_medium="Push").count(templates[c["templateId"]]) for c in web_push)
+    # a Draft's metrics row lists its id and leaves every other cell empty
+    draft = min(i for i, c in campaigns.items() if c["campaignState"] == "Draft")
+    email = one_per_medium(campaigns)[0]
+    with Simulator(ds) as sim:
+        lines = metrics_csv(http, sim, [email, draft]).text.splitlines()
+    assert lines[2] == str(draft) + "," * (len(lines[0].split(",")) - 1)
+    assert ds.campaign_metrics([draft]) == [{"id": draft}]
+
+
+COMMON_METRICS = {
+    "Average Custom Conversion Value", "Average Order Value", "Revenue", "Sum of Custom Conversions",
+    "Total Custom Conversions", "Total Purchases", "Total Unsubscribes", "Unique Custom Conversions",
+    "Unique Purchases", "Unique Unsubscribes",
+}  # fmt: skip
+# The columns of captured rows (Airbyte's expected records of 2023), besides COMMON_METRICS.
+CAPTURED_METRICS = {
+    "Email": {
+        "Purchases / M (Email)", "Revenue / M (Email)", "Total Complaints", "Total Email Holdout", "Total Email Opens",
+        "Total Email Opens (filtered)", "Total Email Send Skips", "Total Email Sends", "Total Emails Bounced",
+        "Total Emails Clicked", "Total Emails Delivered", "Unique Email Clicks", "Unique Email Opens",
+        "Unique Email Opens (filtered)", "Unique Email Opens Or Clicks", "Unique Email Sends", "Unique Emails Bounced",
+        "Unique Emails Delivered",
+    },
+    "Push": {
+        "Purchases / M (Push)", "Revenue / M (Push)", "Total App Uninstalls", "Total Push Holdout",
+        "Total Push Send Skips", "Total Pushes Bounced", "Total Pushes Delivered", "Total Pushes Opened",
+        "Total Pushes Sent", "Unique Pushes Bounced", "Unique Pushes Delivered", "Unique Pushes Opened",
+        "Unique Pushes Sent",
+    },
+    "WebPush": {
+        "Total Web Push Clicks", "Total Web Push Send Skips", "Total Web Pushes Sent", "Total WebPush Holdout",
+        "Unique Web Push Clicks", "Unique Web Pushes Sent",
+    },
+}  # fmt: skip
+DECIMAL_METRICS = {"Average Custom Conversion Value", "Average Order Value", "Revenue", "Sum of Custom Conversions",
+                   "Purchases / M (Email)", "Revenue / M (Email)", "Purchases / M (Push)", "Revenue / M (Push)",
+                   "Total Emails Delivered", "Unique Emails Delivered", "Total Pushes Delivered",
+                   "Unique Pushes Delivered"}  # fmt: skip
+
+
+def test_metrics_columns_formulas_and_formats(ds, campaigns, http):
+    email, push, _, _, web_push = one_per_medium(campaigns)
+    rows = {row["id"]: row for row in ds.campaign_metrics([email, push, web_push])}
+    # the captured columns; Push rows only push columns, WebPush rows only web push ones
+    hosted = {"Total Hosted Unsubscribe Clicks", "Unique Hosted Unsubscribe Clicks"}
+    assert rows[email].keys() - {"id"} == COMMON_METRICS | CAPTURED_METRICS["Email"] | hosted
+    assert rows[push].keys() - {"id"} == COMMON_METRICS | CAPTURED_METRICS["Push"]
+    assert rows[web_push].keys() - {"id"} == COMMON_METRICS | CAPTURED_METRICS["WebPush"]
+    assert all(isinstance(v, float) == (k in DECIMAL_METRICS) for row in rows.values() for k, v in row.items())
+    e, p = rows[email], rows[push]
+    assert e["Total Emails Delivered"] == e["Total Email Sends"] - e["Total Emails Bounced"]
+    assert e["Unique Emails Delivered"] == e["Unique Email Sends"] - e["Unique Emails Bounced"]
+    assert p["Total Pushes Delivered"] == p["Total Pushes Sent"] - p["Total Pushes Bounced"]
+    assert 0 < e["Total Email Opens (filtered)"] < e["Total Email Opens"]  # without Apple's proxy opens
+    assert max(e["Unique Email Opens"], e["Unique Email Clicks"]) < e["Unique Email Opens Or Clicks"]
+    assert e["Total Purchases"] > 0 and e["Average Order Value"] == round(e["Revenue"] / e["Total Purchases"], 2)
+    assert e["Purchases / M (Email)"] == round(e["Total Purchases"] * 1000 / e["Total Email Sends"], 2)
+    assert e["Revenue / M (Email)"] == round(e["Revenue"] * 1000 / e["Total Email Sends"], 2)
+    assert e["Total Custom Conversions"] > 0 and e["Sum of Custom Conversions"] == 0.0
+    assert e["Total Email Holdout"] == p["Total Push Holdout"] == 0
+    with Simulator(ds) as sim:
+        text = metrics_csv(http, sim, [web_push, push]).text
+    cells = list(csv.DictReader(io.StringIO(text)))
+    assert cells[0]["Revenue"] == "0.0" and cells[0]["Total WebPush Holdout"] == "0"  # decimals as captured
+    assert cells[1]["Total Pushes Delivered"].endswith(".0") and cells[1]["Total Web Pushes Sent"] == ""
+
+
+def test_send_skips_are_sparse(ds):
+    for name in ("emailSendSkip", "pushSendSkip", "smsSendSkip", "webPushSendSkip"):
+        records = list(ds.export_records(name, JAN1, MAR1))
+        assert records and all(r.keys() == {"createdAt", "reason", "campaignId", "messageId", "email"} for r in records)
+
+
 # ---- mutations ------------------------------------------------------------------------------
 
 
@@ -266,12 +428,12 @@ def test_add_event_shows_in_its_window_and_metrics(campaigns, http):
 
 def test_drop_from_export_lowers_exports_not_metrics(campaigns, http, tmp_path):
     ds = Dataset(SimulatorConfig(cache_dir=tmp_path))
-    email = one_per_medium(campaigns)[0]
 
     def served_per_campaign():
         return Counter(r.get("campaignId") for r in ds.export_records("emailOpen", JAN1, MAR1))
 
     before, metrics = served_per_campaign(), ds.campaign_metrics(campaigns)
+    [(email, _)] = before.most_common(1)
     with Simulator(ds) as sim:
         cached = export(http, sim, "emailOpen", JAN1, MAR1).content  # fills the on-disk cache
         ds.drop_from_export("emailOpen", email, 3)

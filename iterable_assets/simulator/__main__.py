@@ -9,6 +9,7 @@ from datetime import date
 from pathlib import Path
 
 from . import Dataset, Simulator, SimulatorConfig
+from .data import PROJECT_TYPES
 
 
 def _limit(text: str) -> tuple[int, float]:
@@ -28,11 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--end", type=date.fromisoformat, default=date(2024, 3, 1))
     p.add_argument("--events-per-day", type=float, default=40)
     p.add_argument("--users", type=int, default=200)
+    p.add_argument("--project-type", choices=PROJECT_TYPES, default="email", help="which identifiers users have")
     p.add_argument("--api-key", action="append", help="full-access key (repeatable; default test-key)")
     p.add_argument("--read-only-key", action="append", default=[], help="key without export/getUsers access")
     p.add_argument("--export-limit", type=_limit, help="e.g. 4/60 (requests per seconds)")
     p.add_argument("--list-users-limit", type=_limit, help="e.g. 5/60")
     p.add_argument("--campaign-metrics-limit", type=_limit, help="e.g. 10/60")
+    p.add_argument("--forgotten-limit", type=_limit, help="users/forgotten and forgottenUserIds, e.g. 3/1")
     p.add_argument("--cache-dir", type=Path)
     args = p.parse_args(argv)
 
@@ -43,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         events_per_day=args.events_per_day,
         users=args.users,
         cache_dir=args.cache_dir,
+        project_type=args.project_type,
     )
     keys = {k: "full" for k in args.api_key or ["test-key"]} | {k: "read_only" for k in args.read_only_key}
     limits = {
@@ -51,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             ("export", args.export_limit),
             ("list_users", args.list_users_limit),
             ("campaign_metrics", args.campaign_metrics_limit),
+            ("forgotten", args.forgotten_limit),
         )
         if limit
     }

@@ -1,8 +1,8 @@
 """An HTTP server that speaks the Iterable REST API (GET endpoints) on loopback.
 
 Behaviour follows shared research notes on the real API: auth headers, error bodies, chunked
-NDJSON exports, legacy unpaginated resources, per-endpoint rate limits. Fault injection lets
-tests provoke the failures real clients must survive.
+NDJSON exports, legacy unpaginated resources, per-endpoint rate limits, the 2048-character URI
+limit. Fault injection lets tests provoke the failures real clients must survive.
 """
 
 from __future__ import annotations
@@ -53,12 +53,18 @@ _DEFAULT_BODIES = {
     504: error_body("Gateway timeout. Try again later.", "GenericError"),
 }
 FAULT_KINDS = ("status", "cut", "slow_first_byte", "malformed_line", "body")
-RATE_LIMIT_FAMILIES = {
+RATE_LIMIT_FAMILIES = {  # family -> its first route (the "forgotten" family also has /api/users/forgottenUserIds)
     "export": "/api/export/data.json",
     "list_users": "/api/lists/getUsers",
     "campaign_metrics": "/api/campaigns/metrics",
+    "forgotten": "/api/users/forgotten",
 }
 _FULL_ACCESS_ONLY = {"export", "list_users"}  # families a read-only key gets 401 on
+# A longer request-target (path and query) gets 414 (seen on experiments/metrics since 2026-03). Text, not
+# Iterable's JSON msg/code: the message is an HTTP server layer's wording, which answers before the API code
+# (the one that writes JSON errors) sees the request. The exact body and content type are unverified.
+_MAX_URI = 2048
+_URI_TOO_LONG = b"URI length exceeds the configured limit of 2048 characters"
 _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?)\s*(Z|[+-]\d{2}:?\d{2}|\d{2}:?\d{2})?")
 
 
@@ -204,6 +210,8 @@ class Simulator:
             "/api/metadata": (self._metadata, None),
             "/api/export/data.json": (self._export, "export"),
             "/api/campaigns/metrics": (self._campaign_metrics, "campaign_metrics"),
+            "/api/users/forgotten": (self._forgotten, "forgotten"),
+            "/api/users/forgottenUserIds": (self._forgotten, "forgotten"),
         }
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -332,11 +340,27 @@ class Simulator:
     def _list_users(self, path, params, host):
         if "listId" not in params:
             raise _bad_params(listId=None)
+        prefer = params.get("preferUserId", "false").lower()
+        if prefer not in ("true", "false"):
+            raise _bad_params(preferUserId=params["preferUserId"])
         try:
-            emails = self.dataset.list_users(_int_param(params, "listId"))
+            members = self.dataset.list_members(_int_param(params, "listId"), prefer == "true")
         except KeyError:
             raise _bad_params(listId=params["listId"]) from None
-        return 200, "text/plain", "".join(e + "\n" for e in emails).encode(), {}
+        return 200, "text/plain", "".join(m + "\n" for m in members).encode(), {}
+
+    def _forgotten(self, path, params, host):
+        ds = self.dataset
+        key, hashes = (
+            ("hashedEmails", ds.hashed_forgotten_emails)
+            if path == "/api/users/forgotten"
+            else ("hashedUserIds", ds.hashed_forgotten_user_ids)
+        )
+        try:
+            return _json({key: hashes()})
+        except ValueError as e:
+            # Iterable errors here in the other project type; the status and body are a guess (unverified).
+            raise _ApiError(400, error_body(f"This endpoint is {e}", "BadParams")) from None
 
     def _campaigns(self, path, params, host):
         sortable = ("id", "name", "createdAt", "updatedAt", "startAt")
@@ -416,8 +440,11 @@ class Simulator:
 
 
 def _number(value: int | float) -> str:
-    """Counts as integers, amounts with at most two decimals ("12", "97.5")."""
-    return str(value) if isinstance(value, int) else f"{value:.2f}".rstrip("0").rstrip(".")
+    """Counts as integers ("12"), decimal columns with one or two decimals ("0.0", "97.5", "12.25")."""
+    if isinstance(value, int):
+        return str(value)
+    text = f"{value:.2f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
 
 
 def _epoch_ms(dt: datetime) -> int:
@@ -525,8 +552,11 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = unquote(url.path)
         params = Query(parse_qs(url.query, keep_blank_values=True))
-        fault = sim._take_fault(path, params)
-        if fault and fault.kind in ("status", "body"):
+        too_long = len(self.path) > _MAX_URI  # self.path: the request-target as sent
+        fault = None if too_long else sim._take_fault(path, params)
+        if too_long:
+            response = 414, "text/plain", _URI_TOO_LONG, {}
+        elif fault and fault.kind in ("status", "body"):
             response = fault.response()
         else:
             try:
