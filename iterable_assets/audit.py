@@ -11,7 +11,7 @@ import duckdb
 
 from iterable_assets.sql import quote
 from iterable_assets.streams import Stream
-from iterable_assets.warehouse import LOADED_DAYS, REJECTS, SCHEMA, column_types, table_name
+from iterable_assets.warehouse import LOADED_DAYS, REJECTS, SCHEMA, column_types, has_table, table_name
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
@@ -22,10 +22,6 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
             [SCHEMA, table],
         ).fetchall()
     }
-
-
-def _has(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(_columns(con, table))
 
 
 def column_schema(con: duckdb.DuckDBPyConnection, stream: Stream) -> list[tuple[str, str, str | None]]:
@@ -85,7 +81,7 @@ class Coverage:
 
 def day_coverage(con: duckdb.DuckDBPyConnection, stream: Stream) -> Coverage:
     """The UTC days the loads of a window stream covered, and any day whose rows changed since."""
-    if not _has(con, LOADED_DAYS) or not column_types(con, stream):
+    if not has_table(con, LOADED_DAYS) or not column_types(con, stream):
         return Coverage(None, None, [], [], {})
     ledger = dict(
         con.execute(
@@ -112,7 +108,7 @@ def day_coverage(con: duckdb.DuckDBPyConnection, stream: Stream) -> Coverage:
 def shrunk_days(con: duckdb.DuckDBPyConnection, stream: Stream, percent: float) -> list[tuple[date, int, int]]:
     """(day, rows before, rows after) of each day whose last load took it from rows to none, or down
     by more than `percent` of them."""
-    if not _has(con, LOADED_DAYS) or "rows_before" not in _columns(con, LOADED_DAYS):  # a ledger from before
+    if not has_table(con, LOADED_DAYS) or "rows_before" not in _columns(con, LOADED_DAYS):  # a ledger from before
         return []
     return con.execute(
         f"SELECT day, rows_before, rows_loaded FROM {SCHEMA}.{LOADED_DAYS} WHERE stream = ? AND rows_before > 0 "
@@ -185,6 +181,6 @@ def _not_loaded(coverage: Coverage, first: date, end: date) -> list[date]:
 
 def rejected_lines(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
     """Lines of this stream's responses kept aside and not loaded since (a clean re-load clears them)."""
-    if not _has(con, REJECTS):
+    if not has_table(con, REJECTS):
         return 0
     return con.execute(f"SELECT count(*) FROM {SCHEMA}.{REJECTS} WHERE stream = ?", [stream.name]).fetchone()[0]

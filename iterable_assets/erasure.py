@@ -23,12 +23,14 @@ from iterable_assets.warehouse import (
     column_types,
     ensure_forgotten,
     forgotten_predicate,
+    has_table,
     hashed,
     table_name,
     take_off_days,
 )
 
-PROJECT = f"{SCHEMA}._project"
+PROJECT = "_project"  # the project's type, as the last run that asked found it
+PROJECT_TABLE, FORGOTTEN_TABLE = f"{SCHEMA}.{PROJECT}", f"{SCHEMA}.{FORGOTTEN}"
 
 
 def record_forgotten(con: duckdb.DuckDBPyConnection, served: dict[str, list[str]], now: datetime) -> tuple[int, int]:
@@ -39,17 +41,19 @@ def record_forgotten(con: duckdb.DuckDBPyConnection, served: dict[str, list[str]
     for identity, hashes in served.items():
         listed = {h.lower() for h in hashes}
         known = dict(
-            con.execute(f"SELECT hash, unforgotten_at FROM {FORGOTTEN} WHERE identity = ?", [identity]).fetchall()
+            con.execute(f"SELECT hash, unforgotten_at FROM {FORGOTTEN_TABLE} WHERE identity = ?", [identity]).fetchall()
         )
         fresh = sorted(listed - set(known))
         again = [h for h in listed & set(known) if known[h] is not None]  # forgotten again after an unforget
         left = [h for h, at in known.items() if at is None and h not in listed]
-        insert = f"INSERT INTO {FORGOTTEN} VALUES (?, ?, ?, NULL, NULL, '{{}}')"
+        insert = f"INSERT INTO {FORGOTTEN_TABLE} VALUES (?, ?, ?, NULL, NULL, '{{}}')"
         con.executemany(insert, [[h, identity, now] for h in fresh])
         # Rows loaded while it was not forgotten are purged again.
-        reforget = f"UPDATE {FORGOTTEN} SET unforgotten_at = NULL, purged_at = NULL WHERE hash = ? AND identity = ?"
+        reforget = (
+            f"UPDATE {FORGOTTEN_TABLE} SET unforgotten_at = NULL, purged_at = NULL WHERE hash = ? AND identity = ?"
+        )
         con.executemany(reforget, [[h, identity] for h in again])
-        unforget = f"UPDATE {FORGOTTEN} SET unforgotten_at = ? WHERE hash = ? AND identity = ?"
+        unforget = f"UPDATE {FORGOTTEN_TABLE} SET unforgotten_at = ? WHERE hash = ? AND identity = ?"
         con.executemany(unforget, [[now, h, identity] for h in left])
         new, gone = new + len(fresh), gone + len(left)
     return new, gone
@@ -58,7 +62,7 @@ def record_forgotten(con: duckdb.DuckDBPyConnection, served: dict[str, list[str]
 def unpurged(con: duckdb.DuckDBPyConnection) -> list[str]:
     """The forgotten users whose rows the forget step has not purged from every table yet."""
     ensure_forgotten(con)
-    query = f"SELECT hash FROM {FORGOTTEN} WHERE unforgotten_at IS NULL AND purged_at IS NULL"
+    query = f"SELECT hash FROM {FORGOTTEN_TABLE} WHERE unforgotten_at IS NULL AND purged_at IS NULL"
     return [h for (h,) in con.execute(query).fetchall()]
 
 
@@ -80,11 +84,13 @@ def purge(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
         ).fetchall()
         per_hash = Counter(h for _, *hashes in deleted for h in hashes if h is not None)
         for hash_, rows in per_hash.items():
-            found = con.execute(f"SELECT rows_deleted FROM {FORGOTTEN} WHERE hash = ?", [hash_]).fetchall()
+            found = con.execute(f"SELECT rows_deleted FROM {FORGOTTEN_TABLE} WHERE hash = ?", [hash_]).fetchall()
             for (counts,) in found:  # hashes of identifiers that are not forgotten are not in the list
                 counts = json.loads(counts)
                 counts[stream.name] = counts.get(stream.name, 0) + rows
-                con.execute(f"UPDATE {FORGOTTEN} SET rows_deleted = ? WHERE hash = ?", [json.dumps(counts), hash_])
+                con.execute(
+                    f"UPDATE {FORGOTTEN_TABLE} SET rows_deleted = ? WHERE hash = ?", [json.dumps(counts), hash_]
+                )
         if stream.write == "window":
             take_off_days(con, stream, Counter(day for day, *_ in deleted))
         con.execute("COMMIT")
@@ -96,12 +102,12 @@ def purge(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
 
 def mark_purged(con: duckdb.DuckDBPyConnection, hashes: list[str], now: datetime) -> None:
     """Every table has been purged of these forgotten users."""
-    con.executemany(f"UPDATE {FORGOTTEN} SET purged_at = ? WHERE hash = ?", [[now, h] for h in hashes])
+    con.executemany(f"UPDATE {FORGOTTEN_TABLE} SET purged_at = ? WHERE hash = ?", [[now, h] for h in hashes])
 
 
 def current_hashes(con: duckdb.DuckDBPyConnection) -> int:
     ensure_forgotten(con)
-    return con.execute(f"SELECT count(*) FROM {FORGOTTEN} WHERE unforgotten_at IS NULL").fetchone()[0]
+    return con.execute(f"SELECT count(*) FROM {FORGOTTEN_TABLE} WHERE unforgotten_at IS NULL").fetchone()[0]
 
 
 def forgotten_rows(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
@@ -117,19 +123,15 @@ def forgotten_rows(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
 def record_project_type(con: duckdb.DuckDBPyConnection, fingerprint: str, project_type: str) -> None:
     """Keep the type the last run found for the project of `fingerprint` (host and key digest)."""
     con.execute(
-        f"CREATE TABLE IF NOT EXISTS {PROJECT} (fingerprint VARCHAR, project_type VARCHAR, found_at TIMESTAMPTZ)"
+        f"CREATE TABLE IF NOT EXISTS {PROJECT_TABLE} (fingerprint VARCHAR, project_type VARCHAR, found_at TIMESTAMPTZ)"
     )
-    con.execute(f"DELETE FROM {PROJECT}")
-    con.execute(f"INSERT INTO {PROJECT} VALUES (?, ?, now())", [fingerprint, project_type])
+    con.execute(f"DELETE FROM {PROJECT_TABLE}")
+    con.execute(f"INSERT INTO {PROJECT_TABLE} VALUES (?, ?, now())", [fingerprint, project_type])
 
 
 def recorded_project_type(con: duckdb.DuckDBPyConnection, fingerprint: str | None = None) -> str | None:
     """The type recorded for the project of `fingerprint` (None: whichever project was recorded last)."""
-    exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [SCHEMA, PROJECT.split(".")[1]],
-    ).fetchone()[0]
-    if not exists:
+    if not has_table(con, PROJECT):
         return None
-    found = con.execute(f"SELECT fingerprint, project_type FROM {PROJECT}").fetchone()
+    found = con.execute(f"SELECT fingerprint, project_type FROM {PROJECT_TABLE}").fetchone()
     return found[1] if found and fingerprint in (None, found[0]) else None

@@ -7,8 +7,6 @@ table. It runs daily before the catalog (`iterable_forget_daily`) and first in e
 `iterable-assets sync`. Loads never write a forgotten user's rows in between (warehouse.replace).
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 

@@ -31,7 +31,7 @@ MEMORY_LIMIT = "192MB"
 EXTERNAL_LOCK_WAIT_SECONDS = 300.0
 REJECTS = "_rejected_records"
 DELETED = "_deleted"  # rows that left a table because Iterable deleted what they hold: table, key, when
-FORGOTTEN = f"{SCHEMA}._forgotten"  # the hashes of the users Iterable forgot (see erasure.py)
+FORGOTTEN = "_forgotten"  # the hashes of the users Iterable forgot (see erasure.py)
 # Per window stream and UTC day, from the last load of that day: the rows it found there (rows_before),
 # the rows it loaded (rows_loaded), and the rows the day has as loads left it (rows: rows_loaded, less
 # older versions of its keyed records that later loads superseded).
@@ -124,9 +124,14 @@ class Scope:
 
 def ensure_forgotten(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
-        f"CREATE TABLE IF NOT EXISTS {FORGOTTEN} (hash VARCHAR, identity VARCHAR, first_seen TIMESTAMPTZ, "
+        f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{FORGOTTEN} (hash VARCHAR, identity VARCHAR, first_seen TIMESTAMPTZ, "
         "unforgotten_at TIMESTAMPTZ, purged_at TIMESTAMPTZ, rows_deleted JSON)"
     )
+
+
+def has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    found = "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?"
+    return bool(con.execute(found, [SCHEMA, table]).fetchone()[0])
 
 
 def hashed(column: str) -> str:
@@ -138,11 +143,12 @@ def forgotten_predicate(con: duckdb.DuckDBPyConnection, columns: Sequence[str], 
     """SQL over rows with `columns`: whether a row names a user who is forgotten now (`unpurged`: and
     whose rows the forget step has not purged yet); None when none of the columns names one who is,
     so that loads pay nothing while nobody is forgotten."""
-    ensure_forgotten(con)
-    which = "unforgotten_at IS NULL" + (" AND purged_at IS NULL" if unpurged else "")
-    current = dict(con.execute(f"SELECT identity, count(*) FROM {FORGOTTEN} WHERE {which} GROUP BY ALL").fetchall())
+    if not has_table(con, FORGOTTEN):
+        return None
+    table, which = f"{SCHEMA}.{FORGOTTEN}", "unforgotten_at IS NULL" + (" AND purged_at IS NULL" if unpurged else "")
+    current = dict(con.execute(f"SELECT identity, count(*) FROM {table} WHERE {which} GROUP BY ALL").fetchall())
     tests = [
-        f"COALESCE({hashed(column)} IN (SELECT hash FROM {FORGOTTEN} WHERE identity = {sql_string(column)} "
+        f"COALESCE({hashed(column)} IN (SELECT hash FROM {table} WHERE identity = {sql_string(column)} "
         f"AND {which}), FALSE)"
         for column in columns
         if current.get(column)

@@ -42,7 +42,8 @@ def test_every_table_has_its_checks_and_all_pass_on_a_clean_sync(project):
         results.update(run_checks(project, stream.name))
     expected = set()
     for s in DEFAULT_STREAMS:
-        expected |= {(s.name, "primary_key_unique")} if s.primary_key else set()
+        expected |= {(s.name, "primary_key_unique"), (s.name, "primary_key_present")} if s.primary_key else set()
+        expected |= {(s.name, "forgotten_users_absent")} if s.identity_columns else set()
         window_checks = ("days_complete", "latest_day_fresh", "days_not_emptied")
         expected |= {(s.name, check) for check in window_checks} if s.write == "window" else set()
         expected |= {(s.name, "no_rejected_lines")} if s.source != "list_members" else set()

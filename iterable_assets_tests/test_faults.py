@@ -14,10 +14,10 @@ from collections import Counter, defaultdict
 import dagster as dg
 import pytest
 
-from iterable_assets import warehouse
+from iterable_assets import erasure, warehouse
 from iterable_assets.partitions import LISTS_PARTITIONS
 from iterable_assets.simulator.server import Fault
-from iterable_assets.streams import DEFAULT_STREAMS, of_source
+from iterable_assets.streams import DEFAULT_STREAMS, FORGOTTEN_LISTS, of_source
 
 from .conftest import TABLES
 from .test_exports import expected_rows, stored_rows
@@ -98,7 +98,8 @@ def assert_catalog_exact(project, names=CATALOG) -> None:
         assert sorted(project.query(sql)) == sorted(rows()), name
 
 
-OWN_TABLES = {warehouse.REJECTS, warehouse.LOADED_DAYS}  # the warehouse's own, beside the data
+# the warehouse's own, beside the data
+OWN_TABLES = {warehouse.REJECTS, warehouse.LOADED_DAYS, warehouse.DELETED, warehouse.FORGOTTEN, erasure.PROJECT}
 
 
 def stored_tables(project) -> set[str]:
@@ -260,7 +261,8 @@ def test_a_full_sync_through_faults_ends_with_exactly_the_simulators_data(projec
     sim = project.simulator
     retried = retried_attempts(sim)
     assert Counter(r.status for r in retried) == expected_failed_attempts(faults)
-    assert all(r.status == 200 for r in final_attempts(sim))
+    # (ITERABLE_PROJECT_TYPE=auto: the forgotten list an email-based project does not serve answers 400)
+    assert all(r.status == 200 for r in final_attempts(sim) if r.path != f"/api/{FORGOTTEN_LISTS[1].path}")
     for fault in faults:  # every fault was used up, by requests of the path it targets
         assert any(
             r.path.startswith(fault.path_prefix) and all(r.params.get(k) == str(v) for k, v in fault.params.items())
