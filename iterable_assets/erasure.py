@@ -33,6 +33,11 @@ PROJECT = "_project"  # the project's type, as the last run that asked found it
 PROJECT_TABLE, FORGOTTEN_TABLE = f"{SCHEMA}.{PROJECT}", f"{SCHEMA}.{FORGOTTEN}"
 
 
+def _execute_many(con: duckdb.DuckDBPyConnection, sql: str, rows: list) -> None:
+    if rows:  # DuckDB refuses an empty list
+        con.executemany(sql, rows)
+
+
 def record_forgotten(con: duckdb.DuckDBPyConnection, served: dict[str, list[str]], now: datetime) -> tuple[int, int]:
     """Bring the list up to date with the hashes Iterable served, by identity (only the identities it
     served: a list not read says nothing). Returns (hashes new to the list, hashes that left it)."""
@@ -47,14 +52,14 @@ def record_forgotten(con: duckdb.DuckDBPyConnection, served: dict[str, list[str]
         again = [h for h in listed & set(known) if known[h] is not None]  # forgotten again after an unforget
         left = [h for h, at in known.items() if at is None and h not in listed]
         insert = f"INSERT INTO {FORGOTTEN_TABLE} VALUES (?, ?, ?, NULL, NULL, '{{}}')"
-        con.executemany(insert, [[h, identity, now] for h in fresh])
+        _execute_many(con, insert, [[h, identity, now] for h in fresh])
         # Rows loaded while it was not forgotten are purged again.
         reforget = (
             f"UPDATE {FORGOTTEN_TABLE} SET unforgotten_at = NULL, purged_at = NULL WHERE hash = ? AND identity = ?"
         )
-        con.executemany(reforget, [[h, identity] for h in again])
+        _execute_many(con, reforget, [[h, identity] for h in again])
         unforget = f"UPDATE {FORGOTTEN_TABLE} SET unforgotten_at = ? WHERE hash = ? AND identity = ?"
-        con.executemany(unforget, [[now, h, identity] for h in left])
+        _execute_many(con, unforget, [[now, h, identity] for h in left])
         new, gone = new + len(fresh), gone + len(left)
     return new, gone
 
@@ -82,15 +87,16 @@ def purge(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
             f"DELETE FROM {table_name(stream.name)} WHERE {forgotten} "
             f"RETURNING {day}, {', '.join(hashed(c) for c in present)}"
         ).fetchall()
-        per_hash = Counter(h for _, *hashes in deleted for h in hashes if h is not None)
+        # Each row counts once, against the first of its identifiers that is forgotten (a hybrid
+        # project's user can be listed by both).
+        listed = dict(
+            con.execute(f"SELECT hash, rows_deleted FROM {FORGOTTEN_TABLE} WHERE unforgotten_at IS NULL").fetchall()
+        )
+        per_hash = Counter(next(h for h in hashes if h in listed) for _, *hashes in deleted)
         for hash_, rows in per_hash.items():
-            found = con.execute(f"SELECT rows_deleted FROM {FORGOTTEN_TABLE} WHERE hash = ?", [hash_]).fetchall()
-            for (counts,) in found:  # hashes of identifiers that are not forgotten are not in the list
-                counts = json.loads(counts)
-                counts[stream.name] = counts.get(stream.name, 0) + rows
-                con.execute(
-                    f"UPDATE {FORGOTTEN_TABLE} SET rows_deleted = ? WHERE hash = ?", [json.dumps(counts), hash_]
-                )
+            counts = json.loads(listed[hash_])
+            counts[stream.name] = counts.get(stream.name, 0) + rows
+            con.execute(f"UPDATE {FORGOTTEN_TABLE} SET rows_deleted = ? WHERE hash = ?", [json.dumps(counts), hash_])
         if stream.write == "window":
             take_off_days(con, stream, Counter(day for day, *_ in deleted))
         con.execute("COMMIT")
@@ -102,7 +108,7 @@ def purge(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
 
 def mark_purged(con: duckdb.DuckDBPyConnection, hashes: list[str], now: datetime) -> None:
     """Every table has been purged of these forgotten users."""
-    con.executemany(f"UPDATE {FORGOTTEN_TABLE} SET purged_at = ? WHERE hash = ?", [[now, h] for h in hashes])
+    _execute_many(con, f"UPDATE {FORGOTTEN_TABLE} SET purged_at = ? WHERE hash = ?", [[now, h] for h in hashes])
 
 
 def current_hashes(con: duckdb.DuckDBPyConnection) -> int:
