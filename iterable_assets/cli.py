@@ -270,11 +270,11 @@ def print_result(result: SyncResult) -> None:
             print(f"{failure.table}: {failure.message}", file=sys.stderr)
     if result.failures:
         print("Each run's full log is in the Dagster UI (`make ui`).", file=sys.stderr)
-    if result.forgotten is not None:
-        print(f"forget step: {result.forgotten.summary()}")
     print(f"{'table':<20} {'rows':>9} {'export requests':>16} {'seconds':>8}  status")
     for r in result.reports:
         print(f"{r.table:<20} {r.rows:>9} {r.export_requests:>16} {r.seconds:>8.1f}  {r.status}")
+    if result.forgotten is not None:
+        print(f"forget step: {result.forgotten.summary()}")
 
 
 def _last_complete_day() -> date:

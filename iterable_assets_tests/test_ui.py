@@ -36,13 +36,16 @@ def test_the_ui_lists_assets_and_checks_and_a_backfill_loads_exact_rows_with_che
     assert sorted(checks) == TABLES
     assert checks["users"] == {
         "primary_key_unique": "CAN_EXECUTE",
+        "primary_key_present": "CAN_EXECUTE",
+        "forgotten_users_absent": "CAN_EXECUTE",
         "days_complete": "CAN_EXECUTE",
         "no_rejected_lines": "CAN_EXECUTE",
         "latest_day_fresh": "CAN_EXECUTE",
         "days_not_emptied": "CAN_EXECUTE",
         "column_types_unchanged": "REQUIRES_MATERIALIZATION",  # computed in the asset's own step
     }
-    assert sum(len(c) for c in checks.values()) == 5 * 9 + 1 + 3 * 6 + 2  # export (users: a key), catalog, list_users
+    # export tables (6; users 2 more for its key), catalog tables (4), list_users (column types, key 2, forgotten)
+    assert sum(len(c) for c in checks.values()) == 6 * 9 + 2 + 4 * 6 + 4
 
     backfill = dev.wait_backfill(dev.backfill("email_open", DAYS))
     assert backfill["status"] == "COMPLETED_SUCCESS", backfill
