@@ -293,9 +293,12 @@ class IterableResource(dg.ConfigurableResource):
                 served[listing.identity] = self.get_json(listing.path, FORGOTTEN_FAMILY)[listing.response_key]
             except KeyRefused:
                 raise
-            except IterableApiError as exc:  # a 4xx in auto mode: a project type this list does not serve
-                if self.project_type != "auto" or exc.status is None or exc.status >= 500:
+            except IterableApiError as exc:  # a 4xx: a project type this list does not serve
+                if exc.status is None or exc.status >= 500:
                     raise
+                if self.project_type != "auto":
+                    hint = f"{exc.msg}; is ITERABLE_PROJECT_TYPE={self.project_type} right? (auto asks Iterable)"
+                    raise IterableApiError(exc.endpoint, exc.status, hint, exc.code) from None
                 refused.append(exc)
         if self.project_type != "auto":
             return self.project_type, served

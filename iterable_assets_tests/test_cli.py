@@ -178,6 +178,7 @@ def test_a_sync_against_a_host_that_does_not_answer_stops_with_exit_3(cli_env):
     "key, base_url, code, phrase",
     [
         (API_KEY, None, 0, "OK: the key reads resources and exports"),
+        (API_KEY, None, 0, "Project type: email (found from its forgotten-user lists); users are keyed by email."),
         ("wrong-key-0042", None, 5, "The key was refused"),
         ("read-only-key", None, 4, "can read resources but cannot export"),
         (API_KEY, "http://127.0.0.1:9", 3, "Cannot reach http://127.0.0.1:9"),

@@ -302,3 +302,27 @@ def test_campaign_metrics_urls_stay_within_2048_characters_and_a_414_halves_the_
         len(known) - len(known) // 2,
     ]
     assert sorted(r["id"] for r in records) == sorted(r["id"] for r in project.dataset.campaign_metrics(known))
+
+
+@pytest.mark.parametrize(
+    "project_type, setting, asked",
+    [
+        ("email", "auto", ["/api/users/forgotten", "/api/users/forgottenUserIds"]),
+        ("email", "email", ["/api/users/forgotten"]),
+        ("userid", "userid", ["/api/users/forgottenUserIds"]),
+        ("hybrid", "hybrid", ["/api/users/forgotten", "/api/users/forgottenUserIds"]),
+        ("hybrid", "auto", ["/api/users/forgotten", "/api/users/forgottenUserIds"]),
+    ],
+)
+def test_the_forgotten_lists_asked_for_follow_the_project_type(project, project_type, setting, asked):
+    project = typed_project(project, project_type)
+    found, served = project.resources()["iterable"].model_copy(update={"project_type": setting}).forgotten()
+    assert found == project_type
+    assert [r.path for r in project.simulator.request_log] == asked
+    assert set(served) == {"email": {"email"}, "userid": {"userId"}, "hybrid": {"email", "userId"}}[project_type]
+
+
+def test_a_project_type_set_wrongly_fails_with_iterables_message(project):
+    project = typed_project(project, "userid")
+    with pytest.raises(Exception, match=r"HTTP 400: .*; is ITERABLE_PROJECT_TYPE=email right\? \(auto asks Iterable\)"):
+        project.resources()["iterable"].model_copy(update={"project_type": "email"}).forgotten()
