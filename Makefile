@@ -10,27 +10,29 @@ PORT ?= 3000
 
 .PHONY: demo test sim dev ui check recover status bench screenshots setup clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# The simulator (iterable_simulator) is left out of the wheel; this environment imports it from here.
+	echo "$(CURDIR)" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/iterable-assets-repository.pth"
 	touch $(STAMP)
 
 setup: $(STAMP)
 	mkdir -p $(DAGSTER_HOME) && ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 demo: setup  ## sync all 16 tables from the bundled simulator into data/warehouse.duckdb
-	$(BIN)/iterable-assets demo
+	$(BIN)/python -m iterable_simulator.commands demo
 
 test: setup  ## lint, then the whole test suite, slow end-to-end tests included
 	$(BIN)/ruff check iterable_assets iterable_assets_tests bench docs
 	$(BIN)/python -m pytest -q
 
 sim: setup  ## the bundled simulator until Ctrl-C, its URL and key in .env meanwhile
-	$(BIN)/iterable-assets simulate
+	$(BIN)/python -m iterable_simulator.commands simulate
 
 dev: setup  ## the bundled simulator plus the Dagster UI on http://localhost:$(PORT)
-	$(BIN)/iterable-assets dev --port $(PORT)
+	$(BIN)/python -m iterable_simulator.commands dev --port $(PORT)
 
 ui: setup  ## the Dagster UI on http://localhost:$(PORT), on the settings in .env (a real project, or `make sim`)
 	$(BIN)/iterable-assets ui --port $(PORT)

@@ -64,9 +64,9 @@ def child_asset(base_url: str, database: str, spool_dir: str) -> dict:
     import dagster as dg
     from dagster_duckdb import DuckDBResource
 
-    from iterable_assets.assets import build_assets
-    from iterable_assets.client import IterableResource
-    from iterable_assets.settings import load_settings
+    from iterable_assets.catalog.settings import load_settings
+    from iterable_assets.extract.client import IterableResource
+    from iterable_assets.orchestration.assets import build_assets
 
     # The ingest side measures loading, so the export budget is set out of the way.
     settings = load_settings({"ITERABLE_BASE_URL": base_url, "ITERABLE_EXPORT_REQUESTS_PER_MINUTE": "1e6"})
@@ -138,7 +138,7 @@ def run_child(*args: str) -> dict:
 
 # ---- ingest -----------------------------------------------------------------------------------------
 def ingest(records: int, repeat: int) -> None:
-    from iterable_assets.simulator import Dataset, Simulator, SimulatorConfig
+    from iterable_simulator import Dataset, Simulator, SimulatorConfig
 
     window = ("emailSend", DAY_START, DAY_START + timedelta(days=1))
     one_day = {"seed": 5, "start": DAY, "end": DAY + timedelta(days=1), "users": 20_000}
@@ -207,8 +207,8 @@ def pages(mb: int, repeat: int) -> None:
 
 # ---- budget -----------------------------------------------------------------------------------------
 def budget(repeat: int, days: int, window_days: int, streams: str) -> None:
-    from iterable_assets.simulator import Dataset, Simulator, SimulatorConfig
-    from iterable_assets.streams import EXPORT_PATH, of_source, select_streams
+    from iterable_assets.catalog.streams import EXPORT_PATH, of_source, select_streams
+    from iterable_simulator import Dataset, Simulator, SimulatorConfig
 
     exports = of_source("export", select_streams(streams))
 

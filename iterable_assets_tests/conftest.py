@@ -1,6 +1,7 @@
 """Shared fixtures: a simulator on loopback, a temporary DuckDB file and Dagster instance, and the
 project's assets wired to both with compressed rate windows and near-zero retry backoff."""
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -14,13 +15,16 @@ import dagster as dg
 import pytest
 from dagster_duckdb import DuckDBResource
 
-from iterable_assets import warehouse
-from iterable_assets.assets import build_assets
-from iterable_assets.checks import build_checks
-from iterable_assets.client import IterableResource
-from iterable_assets.settings import Settings, load_settings
-from iterable_assets.simulator import Dataset, Simulator, SimulatorConfig
-from iterable_assets.streams import STREAMS, Stream
+from iterable_assets.catalog.kinds import Stream
+from iterable_assets.catalog.settings import Settings, load_settings
+from iterable_assets.catalog.streams import STREAMS
+from iterable_assets.load import warehouse
+from iterable_assets.orchestration.assets import build_assets
+from iterable_assets.orchestration.checks import build_checks
+from iterable_assets.orchestration.plan import range_tags
+from iterable_assets.orchestration.project import IterableProject
+from iterable_assets.orchestration.resources import IterableResource
+from iterable_simulator import Dataset, Simulator, SimulatorConfig
 
 API_KEY = "test-key-5f0c1d"
 START = date(2024, 1, 1)
@@ -75,10 +79,21 @@ class Project:
     streams: tuple[Stream, ...] = STREAMS  # every table, as with ITERABLE_STREAMS=all
     settings: Settings = field(default_factory=lambda: load_settings(TEST_ENV))  # those the checks read
 
+    def project(self) -> IterableProject:
+        """The Iterable project these tests load: the settings with this test's streams, days and database."""
+        settings = dataclasses.replace(
+            self.settings, streams=self.streams, start_date=self.start_date, window_days=self.window_days,
+            duckdb_path=self.database,
+        )  # fmt: skip
+        return IterableProject(settings)
+
     def resources(self) -> dict:
         iterable = iterable_resource(self.simulator.base_url, self.budget_dir, window_days=self.window_days,
                                      **self.resource_overrides)  # fmt: skip
         return {"iterable": iterable, "duckdb": DuckDBResource(database=self.database)}
+
+    def client(self):
+        return self.resources()["iterable"].client
 
     def materialize(
         self,
@@ -87,21 +102,19 @@ class Project:
         days: tuple[str, str] | None = None,
         raise_on_error: bool = True,
     ):
-        tags = {}
-        if days:
-            tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[1]}
+        project = self.project()
         return dg.materialize(
-            [*build_assets(self.start_date, self.streams), *self.checks()],
+            [*build_assets(project), *build_checks(project)],
             selection=selection,
             instance=self.instance,
             resources=self.resources(),
             partition_key=partition_key,
-            tags=tags,
+            tags=range_tags(date.fromisoformat(days[0]), date.fromisoformat(days[1])) if days else {},
             raise_on_error=raise_on_error,
         )
 
     def checks(self) -> list:
-        return build_checks(self.streams, self.settings)
+        return build_checks(self.project())
 
     def query(self, sql: str, params: list | None = None) -> list[tuple]:
         with warehouse.connect(self.database) as con:

@@ -4,15 +4,10 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from iterable_assets.definitions import build_definitions
-from iterable_assets.partitions import LISTS_PARTITIONS
-from iterable_assets.settings import load_settings
-from iterable_assets.streams import DEFAULT_STREAMS, of_source
+from .conftest import TABLES, iterable_resource
+from .helpers import EXPORTS, LISTS_PARTITIONS, definitions, expected_rows, stored_rows
 
-from .conftest import TABLES
-from .test_exports import expected_rows, stored_rows
-
-DEFS = build_definitions(load_settings({"ITERABLE_START_DATE": "2024-01-01"}))
+DEFS = definitions({"ITERABLE_START_DATE": "2024-01-01"})
 
 
 def schedule(defs, name):
@@ -50,12 +45,12 @@ def test_exports_schedule_requests_the_latest_complete_day_and_the_lookback_days
     assert exports_tick(DEFS, 2024, 3, 10).run_key == "2024-03-09"
     assert requested_days(exports_tick(DEFS, 2024, 1, 3)) == ("2024-01-01", "2024-01-02")  # not before the start
     assert isinstance(exports_tick(DEFS, 2024, 1, 1), dg.SkipReason)
-    without = build_definitions(load_settings({"ITERABLE_START_DATE": "2024-01-01", "ITERABLE_LOOKBACK_DAYS": "0"}))
+    without = definitions({"ITERABLE_START_DATE": "2024-01-01", "ITERABLE_LOOKBACK_DAYS": "0"})
     assert requested_days(exports_tick(without, 2024, 3, 10)) == ("2024-03-09", "2024-03-09")
 
 
 def test_a_late_event_is_loaded_by_the_next_scheduled_run_with_one_request_per_stream(project):
-    exports = [s.name for s in of_source("export", DEFAULT_STREAMS)]  # what the default project's daily job runs
+    exports = EXPORTS  # what the default project's daily job runs
     project.materialize(exports, days=("2024-01-01", "2024-01-09"))  # what earlier daily runs loaded
     late = {"email": "late@x.io", "createdAt": "2024-01-08 23:59:30 +00:00", "campaignId": 1, "templateId": 2,
             "messageId": "late-open"}  # fmt: skip
@@ -72,7 +67,7 @@ def test_a_late_event_is_loaded_by_the_next_scheduled_run_with_one_request_per_s
 
 def test_list_users_schedule_requests_one_run_per_list():
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(LISTS_PARTITIONS.name, ["11", "12"])
+        instance.add_dynamic_partitions(LISTS_PARTITIONS, ["11", "12"])
         context = dg.build_schedule_context(
             instance=instance, scheduled_execution_time=datetime(2024, 3, 10, 2, 30, tzinfo=timezone.utc)
         )
@@ -81,19 +76,19 @@ def test_list_users_schedule_requests_one_run_per_list():
 
 
 def test_sensor_adds_new_lists_and_requests_their_runs_then_reacts_to_deletions(project):
-    from .test_client import client
-
-    iterable = client(project.simulator, project.budget_dir)
+    iterable = iterable_resource(project.simulator.base_url, project.budget_dir)
     ids = sorted(str(x["id"]) for x in project.dataset.lists())
 
     def tick():
-        with dg.build_sensor_context(instance=project.instance, resources={"iterable": iterable}) as context:
+        with dg.build_sensor_context(
+            instance=project.instance, resources={"iterable": iterable}, definitions=DEFS
+        ) as context:
             return DEFS.resolve_sensor_def("iterable_lists_sensor")(context)
 
     result = tick()
     assert sorted(result.dynamic_partitions_requests[0].partition_keys) == ids
     assert sorted(r.partition_key for r in result.run_requests) == ids
-    project.instance.add_dynamic_partitions(LISTS_PARTITIONS.name, ids)
+    project.instance.add_dynamic_partitions(LISTS_PARTITIONS, ids)
 
     quiet = tick()
     assert quiet.run_requests == [] and list(quiet.dynamic_partitions_requests[0].partition_keys) == []

@@ -3,7 +3,7 @@ msg and code, and a hint, and without the key."""
 
 import pytest
 
-from iterable_assets.simulator import Fault
+from iterable_simulator import Fault
 
 from .conftest import API_KEY
 

@@ -2,9 +2,8 @@
 
 from datetime import datetime, timezone
 
-from iterable_assets.partitions import LISTS_PARTITIONS
-
 from .conftest import utc
+from .helpers import LISTS_PARTITIONS
 
 
 def ms(moment: datetime) -> int:
@@ -82,7 +81,7 @@ def test_campaign_bookmark_upserts_edited_campaigns(project):
 
 def materialize_lists_and_members(project):
     project.materialize(["lists"])
-    keys = project.instance.get_dynamic_partitions(LISTS_PARTITIONS.name)
+    keys = project.instance.get_dynamic_partitions(LISTS_PARTITIONS)
     for key in keys:
         project.materialize(["list_users"], partition_key=key)
     return keys
@@ -115,7 +114,7 @@ def test_a_deleted_list_loses_its_partition_and_rows(project):
     metadata = result.asset_materializations_for_node("lists")[0].metadata
     assert (metadata["lists_added"].value, metadata["lists_removed"].value) == (1, 1)
     assert metadata["list_users_rows_deleted"].value > 0
-    partitions = project.instance.get_dynamic_partitions(LISTS_PARTITIONS.name)
+    partitions = project.instance.get_dynamic_partitions(LISTS_PARTITIONS)
     assert str(gone) not in partitions and str(new["id"]) in partitions
     assert len(partitions) == len(keys)
     assert project.query('SELECT count(*) FROM iterable.list_users WHERE "listId" = ?', [gone]) == [(0,)]

@@ -9,21 +9,19 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 import pytest
 
-from iterable_assets.definitions import build_definitions
-from iterable_assets.settings import SettingsError, load_settings
-from iterable_assets.simulator import Dataset, Simulator
-from iterable_assets.streams import DEFAULT_STREAMS, STREAMS, STREAMS_BY_NAME, of_source
+from iterable_assets.catalog.settings import SettingsError, load_settings
+from iterable_assets.catalog.streams import STREAMS, STREAMS_BY_NAME
+from iterable_simulator import Dataset, Simulator
 
 from .conftest import API_KEY, BIN, TABLES, iterable_resource, run, small_config
-from .test_exports import expected_rows, stored_rows
-from .test_faults import assert_exact
+from .helpers import EXPORT_STREAMS, EXPORTS, assert_exact, definitions, expected_rows, stored_rows
 
 METRICS = STREAMS_BY_NAME["campaign_metrics"]
-OTHER_EVENTS = [s.name for s in of_source("export") if not s.default]
+OTHER_EVENTS = [s.name for s in EXPORT_STREAMS if not s.default]
 
 
 def asset_names(env: dict) -> list[str]:
-    defs = build_definitions(load_settings(env))
+    defs = definitions(env)
     with dg.instance_for_test():  # resolving definitions reads the current instance
         return sorted(key.to_user_string() for key in defs.resolve_all_asset_keys())
 
@@ -120,10 +118,10 @@ def test_metrics_requests_keep_to_their_own_budget_with_no_429(tmp_path):
     """10 metrics requests per rolling second (Iterable's 10 per minute, compressed), 13 requests."""
     dataset = Dataset(small_config(campaigns=26))
     with Simulator(dataset, api_keys={API_KEY: "full"}, rate_limits={"campaign_metrics": (10, 1.0)}) as sim:
-        client = iterable_resource(sim.base_url, tmp_path)
+        client = iterable_resource(sim.base_url, tmp_path).client
         two_per_request = dataclasses.replace(METRICS, ids_per_request=2)
         ids = [c["id"] for c in dataset.campaigns()]
-        records = client.get_campaign_metrics(two_per_request, ids, datetime(2024, 1, 1), datetime(2024, 3, 1))
+        records = two_per_request.read(client, ids, datetime(2024, 1, 1), datetime(2024, 3, 1))
         log = sim.requests_to("/api/campaigns/metrics")
     assert sorted(r["id"] for r in records) == sorted(ids)
     assert [r.status for r in log] == [200] * 13
@@ -198,9 +196,9 @@ def test_a_sync_of_every_table_loads_each_exactly_and_again_exactly(project, cli
             assert stored_rows(project, name) == expected_rows(project, name, *days), name
         today = datetime.now(timezone.utc).date()
         assert stored_metrics(project).keys() == expected_metrics(project, date(2024, 1, 1), today).keys()
-        assert project.export_requests() == 2 * len(of_source("export"))
+        assert project.export_requests() == 2 * len(EXPORT_STREAMS)
         assert [r for r in project.simulator.request_log if r.status == 429] == []
-    assert sum(1 for s in DEFAULT_STREAMS if s.source == "export") == 9
+    assert len(EXPORTS) == 9
 
 
 def test_sync_select_takes_the_chosen_tables_and_says_how_to_choose_another(cli_env):

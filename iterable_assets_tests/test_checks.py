@@ -9,34 +9,27 @@ from datetime import date, datetime, time, timedelta, timezone
 import dagster as dg
 import pytest
 
-from iterable_assets.assets import build_assets
-from iterable_assets.simulator import Dataset, Fault
-from iterable_assets.status import format_problems, table_status
-from iterable_assets.streams import CATALOG_SOURCES, DEFAULT_STREAMS, STREAMS
+from iterable_assets.catalog.kinds import Stage
+from iterable_assets.catalog.settings import load_settings
+from iterable_assets.catalog.streams import DEFAULT_STREAMS, STREAMS
+from iterable_assets.cli.status import format_problems, table_status
+from iterable_assets.orchestration.assets import build_assets
+from iterable_assets.orchestration.project import IterableProject
+from iterable_simulator import Dataset, Fault
 
 from .conftest import small_config
+from .helpers import EXPORTS, evaluations, run_checks
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 DAYS = ("2024-01-03", "2024-01-09")
 
 
-def evaluations(result) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
-    return {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
-
-
-def run_checks(project, table: str):
-    """Execute a table's checks alone, as the UI's "Execute checks" does (all but the column-types
-    check, which runs in the asset's own step)."""
-    keys = [key for check in project.checks() for key in check.check_keys if key.asset_key.path == [table]]
-    return evaluations(project.materialize(dg.AssetSelection.checks(*keys)))
-
-
 def test_every_table_has_its_checks_and_all_pass_on_a_clean_sync(project):
-    catalog = [s.name for s in DEFAULT_STREAMS if s.source in CATALOG_SOURCES]
+    catalog = [s.name for s in DEFAULT_STREAMS if s.stage == Stage.CATALOG]
     project.materialize(catalog)
     for key in project.instance.get_dynamic_partitions("iterable_lists"):
         project.materialize(["list_users"], partition_key=key)
-    project.materialize([s.name for s in DEFAULT_STREAMS if s.source == "export"], days=DAYS)
+    project.materialize(EXPORTS, days=DAYS)
     results = {}
     for stream in DEFAULT_STREAMS:
         results.update(run_checks(project, stream.name))
@@ -46,7 +39,7 @@ def test_every_table_has_its_checks_and_all_pass_on_a_clean_sync(project):
         expected |= {(s.name, "forgotten_users_absent")} if s.identity_columns else set()
         window_checks = ("days_complete", "latest_day_fresh", "days_not_emptied")
         expected |= {(s.name, check) for check in window_checks} if s.write == "window" else set()
-        expected |= {(s.name, "no_rejected_lines")} if s.source != "list_members" else set()
+        expected |= {(s.name, "no_rejected_lines")} if s.reads_json else set()
     assert set(results) == expected
     failed = {key for key, e in results.items() if not e.passed}
     # every check passes but freshness: days of 2024 are old
@@ -184,7 +177,7 @@ def test_an_export_table_is_fresh_while_its_latest_day_is_at_most_two_days_old(p
 
 
 def test_catalog_tables_carry_dagsters_26_hour_freshness_policy():
-    assets = build_assets(date(2024, 1, 1), STREAMS)
+    assets = build_assets(IterableProject(load_settings({"ITERABLE_STREAMS": "all"})))
     policies = {a.key.to_user_string(): a.specs_by_key[a.key].freshness_policy for a in assets}
     tables = {name for name, policy in policies.items() if policy is not None}
     assert tables == {s.name for s in STREAMS if s.write != "window"} >= {"campaigns", "list_users", "campaign_metrics"}
@@ -235,9 +228,11 @@ def test_a_reload_that_empties_or_halves_a_day_fails_days_not_emptied_and_loses_
     assert rows_on(project, "2024-01-05") == 0
     assert run_checks(project, "email_open")[("email_open", "days_complete")].passed
     # `iterable-assets status` says the same, with the day and both counts
-    assets = build_assets(project.start_date, project.streams)
-    defs = dg.Definitions(assets=assets, asset_checks=project.checks(), resources=project.resources())
-    report = table_status(defs, project.streams, project.database, project.instance, datetime.now(timezone.utc))
+    iterable_project = project.project()
+    defs = dg.Definitions(
+        assets=build_assets(iterable_project), asset_checks=project.checks(), resources=project.resources()
+    )
+    report = table_status(defs, iterable_project, project.instance, datetime.now(timezone.utc))
     assert "email_open: days_not_emptied FAILED (WARN): 1 day(s) emptied or down by more than 50 %" in (
         format_problems(report)
     )

@@ -8,14 +8,13 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import pytest
 
-from iterable_assets.definitions import build_definitions
-from iterable_assets.settings import load_settings
-from iterable_assets.simulator import Dataset
-from iterable_assets.status import table_status
-from iterable_assets.streams import DEFAULT_STREAMS
+from iterable_assets.catalog.settings import load_settings
+from iterable_assets.cli.status import table_status
+from iterable_assets.orchestration.project import IterableProject
+from iterable_simulator import Dataset
 
 from .conftest import API_KEY, BIN, TABLES, dagster_materialize, run, small_config
-from .test_exports import expected_rows, stored_rows
+from .helpers import definitions, expected_rows, stored_rows
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +109,7 @@ def test_status_shows_every_table_and_fails_on_an_error_check_or_a_stale_table(p
 
     project.query("INSERT INTO iterable.users (email) SELECT email FROM iterable.users LIMIT 1")
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-        defs = build_definitions(load_settings({**env, "ITERABLE_DUCKDB_PATH": project.database}))
+        defs = definitions({**env, "ITERABLE_DUCKDB_PATH": project.database})
         dg.materialize(
             [*defs.assets, *defs.asset_checks],
             selection=dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey("users"), "primary_key_unique")),
@@ -118,7 +117,8 @@ def test_status_shows_every_table_and_fails_on_an_error_check_or_a_stale_table(p
             resources=project.resources(),
         )
         later = datetime.now(timezone.utc) + timedelta(days=3)
-        later = table_status(defs, DEFAULT_STREAMS, project.database, instance, later)
+        iterable_project = IterableProject(load_settings({**env, "ITERABLE_DUCKDB_PATH": project.database}))
+        later = table_status(defs, iterable_project, instance, later)
     failed = run([str(BIN / "iterable-assets"), "status"], env)
     assert failed.returncode == 6
     assert "primary_key_unique FAILED (ERROR)" in failed.stdout and "ERROR failed: users" in failed.stdout

@@ -1,31 +1,30 @@
-"""The resource's HTTP behaviour: fail fast on 4xx with a clear message, retry 429/5xx/cuts/timeouts."""
+"""The client's HTTP behaviour: fail fast on 4xx with a clear message, retry 429/5xx/cuts/timeouts."""
 
 import dataclasses
 
 import pytest
 
-from iterable_assets.client import IterableApiError, IterableResource
-from iterable_assets.simulator import Fault
-from iterable_assets.streams import STREAMS_BY_NAME
+from iterable_assets.catalog.streams import STREAMS_BY_NAME
+from iterable_assets.extract.client import IterableApiError, TextFile
+from iterable_simulator import Fault
 
-from .conftest import iterable_resource, utc
-
-
-def client(simulator, tmp_path, **overrides) -> IterableResource:
-    return iterable_resource(simulator.base_url, tmp_path, **{"request_timeout_seconds": 2.0, **overrides})
-
+from .conftest import utc
+from .helpers import client
 
 LISTS, EMAIL_OPEN, EMAIL_SEND = STREAMS_BY_NAME["lists"], STREAMS_BY_NAME["email_open"], STREAMS_BY_NAME["email_send"]
 
 
-def body(spool) -> bytes:
-    return b"".join(spool.lines())
+def exported(iterable, stream, start, end, tmp_path) -> bytes:
+    """The body of one export request, as the client downloads it."""
+    sink = TextFile(tmp_path / "body")
+    iterable.download(stream.path, stream.request(start, end), sink, stream.rate_family)
+    return sink.path.read_bytes()
 
 
 def test_a_bad_key_fails_at_once_with_a_clear_message_without_the_key(simulator, tmp_path):
     secret = "not-a-real-key-7731"
     with pytest.raises(IterableApiError) as error:
-        client(simulator, tmp_path, api_key=secret).get_records(LISTS)
+        LISTS.read(client(simulator, tmp_path, api_key=secret))
     message = str(error.value)
     assert "GET /api/lists failed with HTTP 401: Invalid API key (code BadApiKey)" in message
     assert "data center" in message and "server-side" in message
@@ -36,8 +35,7 @@ def test_a_bad_key_fails_at_once_with_a_clear_message_without_the_key(simulator,
 def test_a_400_fails_at_once_with_iterables_message(simulator, tmp_path):
     with pytest.raises(IterableApiError) as error:
         unknown = dataclasses.replace(EMAIL_OPEN, data_type_name="noSuchType")
-        with client(simulator, tmp_path).export(unknown, utc(2024, 1, 1), utc(2024, 1, 2)):
-            pass
+        exported(client(simulator, tmp_path), unknown, utc(2024, 1, 1), utc(2024, 1, 2), tmp_path)
     assert "HTTP 400" in str(error.value) and "BadParams" in str(error.value)
     assert len(simulator.requests_to("/api/export/data.json")) == 1
 
@@ -46,8 +44,7 @@ def test_a_400_fails_at_once_with_iterables_message(simulator, tmp_path):
 def test_429_and_5xx_are_retried(simulator, tmp_path, status):
     simulator.inject(Fault(path_prefix="/api/export/data.json", kind="status", status=status, times=2))
     iterable = client(simulator, tmp_path)
-    with iterable.export(EMAIL_OPEN, utc(2024, 1, 1), utc(2024, 1, 3)) as spool:
-        lines = body(spool).splitlines()
+    lines = exported(iterable, EMAIL_OPEN, utc(2024, 1, 1), utc(2024, 1, 3), tmp_path).splitlines()
     expected = list(
         simulator.dataset.export_lines(
             "emailOpen", utc(2024, 1, 1).replace(tzinfo=None), utc(2024, 1, 3).replace(tzinfo=None)
@@ -62,14 +59,13 @@ def test_retry_after_is_honoured(simulator, tmp_path):
 
     simulator.inject(Fault(path_prefix="/api/lists", kind="status", status=429, times=1, retry_after="0.3"))
     started = time.monotonic()
-    client(simulator, tmp_path, retry_backoff_seconds=0).get_records(LISTS)
+    LISTS.read(client(simulator, tmp_path, retry_backoff_seconds=0))
     assert time.monotonic() - started >= 0.3
 
 
 def test_a_cut_body_is_downloaded_again_whole(simulator, tmp_path):
     simulator.inject(Fault(path_prefix="/api/export/data.json", kind="cut", times=1, after_bytes=500))
-    with client(simulator, tmp_path).export(EMAIL_SEND, utc(2024, 1, 1), utc(2024, 1, 5)) as spool:
-        received = body(spool)
+    received = exported(client(simulator, tmp_path), EMAIL_SEND, utc(2024, 1, 1), utc(2024, 1, 5), tmp_path)
     expected = b"".join(
         simulator.dataset.export_lines(
             "emailSend", utc(2024, 1, 1).replace(tzinfo=None), utc(2024, 1, 5).replace(tzinfo=None)

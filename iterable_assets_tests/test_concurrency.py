@@ -13,10 +13,9 @@ from contextlib import ExitStack
 import dagster as dg
 import pytest
 
-from iterable_assets.partitions import LISTS_PARTITIONS
-
 from .conftest import ROOT, Project, dagster_materialize
-from .test_faults import (
+from .helpers import (
+    LISTS_PARTITIONS,
     OWN_TABLES,
     assert_catalog_exact,
     assert_export_exact,
@@ -38,7 +37,7 @@ def test_runs_started_together_as_processes_all_succeed_and_lose_nothing(project
     )
     assert first.returncode == 0, first.stderr[-3000:]
     with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
-        keys = sorted(instance.get_dynamic_partitions(LISTS_PARTITIONS.name), key=int)
+        keys = sorted(instance.get_dynamic_partitions(LISTS_PARTITIONS), key=int)
     assert keys == [str(x["id"]) for x in ds.lists()]
 
     commands = {
@@ -110,7 +109,7 @@ def test_runs_in_threads_of_one_process_all_succeed_and_lose_nothing(project, tm
             [p.materialize(["lists"])]
             + [
                 p.materialize(["list_users"], partition_key=key)
-                for key in sorted(p.instance.get_dynamic_partitions(LISTS_PARTITIONS.name), key=int)
+                for key in sorted(p.instance.get_dynamic_partitions(LISTS_PARTITIONS), key=int)
             ]
         ),
     }

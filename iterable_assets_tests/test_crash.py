@@ -13,9 +13,9 @@ from datetime import datetime
 import dagster as dg
 import pytest
 
-from iterable_assets import warehouse
-from iterable_assets.recovery import dead_runs_sensor
-from iterable_assets.simulator import Dataset, Fault
+from iterable_assets.load import warehouse
+from iterable_assets.orchestration.recovery import dead_runs_sensor
+from iterable_simulator import Dataset, Fault
 
 from .conftest import BIN, dagster_materialize, run, small_config
 

@@ -7,11 +7,12 @@ import dagster as dg
 import pytest
 import yaml
 
-from iterable_assets.assets import build_assets
-from iterable_assets.definitions import build_definitions
-from iterable_assets.settings import load_settings
+from iterable_assets.catalog.settings import load_settings
+from iterable_assets.orchestration.assets import build_assets
+from iterable_assets.orchestration.project import IterableProject
 
 from .conftest import ROOT, TABLES
+from .helpers import definitions
 
 
 def test_definitions_load_with_no_environment_variable(tmp_path):
@@ -31,14 +32,14 @@ def test_definitions_load_with_no_environment_variable(tmp_path):
 
 
 def test_sixteen_assets_with_bare_keys():
-    defs = build_definitions(load_settings({}))
+    defs = definitions({})
     # Resolving definitions reads the current instance; an earlier test's instance may be gone.
     with dg.instance_for_test():
         assert sorted(key.to_user_string() for key in defs.resolve_all_asset_keys()) == TABLES
 
 
 def test_pools_partitions_and_backfill_policy():
-    by_name = {a.key.to_user_string(): a for a in build_assets(load_settings({}).start_date)}
+    by_name = {a.key.to_user_string(): a for a in build_assets(IterableProject(load_settings({})))}
     for name in [
         "email_bounce",
         "email_click",
@@ -78,7 +79,7 @@ def test_workspace_and_pyproject_point_at_the_same_module():
 
 def test_a_run_without_a_key_fails_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.delenv("ITERABLE_API_KEY", raising=False)
-    defs = build_definitions(load_settings({"ITERABLE_DUCKDB_PATH": str(tmp_path / "w.duckdb")}))
+    defs = definitions({"ITERABLE_DUCKDB_PATH": str(tmp_path / "w.duckdb")})
     with dg.instance_for_test() as instance, pytest.raises(dg.DagsterInvalidConfigError) as error:
         dg.materialize(list(defs.assets), selection=["channels"], resources=defs.resources, instance=instance)
     assert 'environment variable "ITERABLE_API_KEY" which is not set' in str(error.value)

@@ -1,49 +1,30 @@
 """The nine export streams against the simulator: exact rows, idempotent re-runs, window arithmetic."""
 
 import json
-from collections import Counter
 from datetime import datetime, timedelta
 
 import dagster as dg
 import pytest
 
-from iterable_assets.partitions import export_windows
-from iterable_assets.simulator import EXPORT_DATA_TYPES, Dataset, Simulator
-from iterable_assets.streams import STREAMS, export_stream, of_source
+from iterable_assets.catalog.kinds import windows
+from iterable_assets.catalog.streams import STREAMS, export_stream
+from iterable_simulator import EXPORT_DATA_TYPES, Dataset, Simulator
 
 from .conftest import API_KEY, Project, small_config, utc
-
-
-def parse_export_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S %z")
-
-
-def expected_rows(project, stream_name: str, first_day: str, last_day: str) -> Counter:
-    stream = {s.name: s for s in project.streams}[stream_name]
-    start = datetime.fromisoformat(first_day).replace(tzinfo=utc(2000, 1, 1).tzinfo)
-    end = datetime.fromisoformat(last_day).replace(tzinfo=start.tzinfo) + timedelta(days=1)
-    records = project.dataset.export_records(
-        stream.data_type_name, start.replace(tzinfo=None), end.replace(tzinfo=None)
-    )
-    return Counter((r["email"], parse_export_time(r[stream.replication_key])) for r in records)
-
-
-def stored_rows(project, stream_name: str) -> Counter:
-    rk = {s.name: s for s in project.streams}[stream_name].replication_key
-    return Counter(project.query(f'SELECT email, "{rk}" FROM iterable.{stream_name}'))
+from .helpers import EXPORT_STREAMS, expected_rows, stored_rows
 
 
 def test_windows_cut_a_range_into_spans_of_at_most_n_days():
     start = utc(2023, 1, 1)
-    assert len(list(export_windows(start, start + timedelta(days=365), 30))) == 13
-    assert len(list(export_windows(start, start + timedelta(days=365), 7))) == 53
-    windows = list(export_windows(start, start + timedelta(days=70), 30))
-    assert windows[-1] == (start + timedelta(days=60), start + timedelta(days=70))
-    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:]))
-    assert list(export_windows(start, start, 30)) == []
+    assert len(list(windows(start, start + timedelta(days=365), 30))) == 13
+    assert len(list(windows(start, start + timedelta(days=365), 7))) == 53
+    cut = list(windows(start, start + timedelta(days=70), 30))
+    assert cut[-1] == (start + timedelta(days=60), start + timedelta(days=70))
+    assert all(a[1] == b[0] for a, b in zip(cut, cut[1:]))
+    assert list(windows(start, start, 30)) == []
 
 
-@pytest.mark.parametrize("stream", [s.name for s in of_source("export")])
+@pytest.mark.parametrize("stream", [s.name for s in EXPORT_STREAMS])
 def test_every_export_stream_loads_exactly_the_simulators_rows(project, stream):
     days = ("2024-01-03", "2024-01-12")
     project.materialize([stream], days=days)
@@ -59,7 +40,7 @@ def test_every_export_stream_loads_exactly_the_simulators_rows(project, stream):
 
 def test_adding_an_export_stream_is_one_catalog_entry(project):
     """An export type the catalog does not have, added as one entry, loads exactly, re-runs exactly."""
-    catalog_types = {s.data_type_name for s in STREAMS}
+    catalog_types = {s.data_type_name for s in EXPORT_STREAMS}
     data_type = next(t for t in EXPORT_DATA_TYPES if t not in catalog_types)
     project.streams = (*STREAMS, export_stream("added_stream", data_type))
     days = ("2024-01-03", "2024-01-12")
@@ -142,4 +123,4 @@ def test_a_365_day_range_makes_the_expected_number_of_export_requests(tmp_path, 
 
 
 def test_the_simulator_serves_every_export_type_the_catalog_names():
-    assert {s.data_type_name for s in of_source("export")} <= set(EXPORT_DATA_TYPES)
+    assert {s.data_type_name for s in EXPORT_STREAMS} <= set(EXPORT_DATA_TYPES)

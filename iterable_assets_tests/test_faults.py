@@ -14,121 +14,26 @@ from collections import Counter, defaultdict
 import dagster as dg
 import pytest
 
-from iterable_assets import erasure, warehouse
-from iterable_assets.partitions import LISTS_PARTITIONS
-from iterable_assets.simulator.server import Fault
-from iterable_assets.streams import DEFAULT_STREAMS, FORGOTTEN_LISTS, of_source
+from iterable_assets.catalog.streams import FORGOTTEN_LISTS
+from iterable_simulator.server import Fault
 
-from .conftest import TABLES
-from .test_exports import expected_rows, stored_rows
+from .helpers import (
+    DAYS,
+    EXPORT,
+    EXPORTS,
+    assert_exact,
+    assert_nothing_set_aside,
+    count,
+    expected_rows,
+    full_sync,
+    stored_rows,
+)
 
-DAYS = ("2024-01-03", "2024-01-16")  # one export window per stream (ITERABLE_WINDOW_DAYS 30)
-TABLE_SET = set(TABLES)
-CATALOG = ["campaigns", "channels", "lists", "message_types", "metadata", "templates"]
-EXPORTS = [s.name for s in of_source("export", DEFAULT_STREAMS)]
-EXPORT = "/api/export/data.json"
 GET_USERS = "/api/lists/getUsers"
 GENERIC_500_MSG = "An error occurred. Please try again later"
 
 
 # ---- the sync and the comparison -------------------------------------------------------------------
-
-
-def full_sync(project, days: tuple[str, str] = DAYS, raise_on_error: bool = True) -> list:
-    """The catalog tables in one run, then one list_users run per list, then the nine export streams
-    as one range run. Returns every run's result, in that order."""
-    results = [project.materialize(CATALOG, raise_on_error=raise_on_error)]
-    for key in sorted(project.instance.get_dynamic_partitions(LISTS_PARTITIONS.name), key=int):
-        results.append(project.materialize(["list_users"], partition_key=key, raise_on_error=raise_on_error))
-    results.append(project.materialize(EXPORTS, days=days, raise_on_error=raise_on_error))
-    return results
-
-
-def count(project, table: str) -> int:
-    return project.query(f"SELECT count(*) FROM iterable.{table}")[0][0]
-
-
-def assert_export_exact(project, name: str, days: tuple[str, str]) -> None:
-    """An export stream holds exactly the simulator's records of `days` (users: one row per email)."""
-    expected = expected_rows(project, name, *days)
-    if name == "users":
-        emails = Counter(email for email, _ in expected.elements())
-        assert Counter(email for (email,) in project.query("SELECT email FROM iterable.users")) == emails
-        assert count(project, "users") == sum(emails.values()) == len(emails)
-    else:
-        assert stored_rows(project, name) == expected, name
-        assert count(project, name) == sum(expected.values()), name
-
-
-def assert_list_users_exact(project, skip_lists: frozenset = frozenset()) -> None:
-    """Every list's members, each once; lists in `skip_lists` have no rows at all."""
-    ds = project.dataset
-    members = sorted(
-        (email, x["id"]) for x in ds.lists() if x["id"] not in skip_lists for email in ds.list_users(x["id"])
-    )
-    assert sorted(project.query('SELECT email, "listId" FROM iterable.list_users')) == members
-    assert count(project, "list_users") == len(members)
-
-
-def assert_catalog_exact(project, names=CATALOG) -> None:
-    """The catalog tables in `names` hold exactly the simulator's records (sorted lists: a duplicate fails)."""
-    ds = project.dataset
-    expected = {
-        "campaigns": (
-            'SELECT id, epoch_ms("updatedAt") FROM iterable.campaigns',
-            lambda: [(c["id"], c["updatedAt"]) for c in ds.campaigns()],
-        ),
-        "templates": (
-            'SELECT "templateId" FROM iterable.templates',
-            lambda: [(t["templateId"],) for t in ds.templates()],
-        ),
-        "channels": ("SELECT id, name FROM iterable.channels", lambda: [(c["id"], c["name"]) for c in ds.channels()]),
-        "message_types": (
-            "SELECT id, name FROM iterable.message_types",
-            lambda: [(m["id"], m["name"]) for m in ds.message_types()],
-        ),
-        "lists": ("SELECT id, name FROM iterable.lists", lambda: [(x["id"], x["name"]) for x in ds.lists()]),
-        "metadata": (
-            'SELECT "table", "key" FROM iterable.metadata',
-            lambda: [(k["table"], k["key"]) for t in ds.metadata_tables() for k in ds.metadata_keys(t)],
-        ),
-    }
-    for name in names:
-        sql, rows = expected[name]
-        assert sorted(project.query(sql)) == sorted(rows()), name
-
-
-# the warehouse's own, beside the data
-OWN_TABLES = {warehouse.REJECTS, warehouse.LOADED_DAYS, warehouse.DELETED, warehouse.FORGOTTEN, erasure.PROJECT}
-
-
-def stored_tables(project) -> set[str]:
-    return {
-        name
-        for (name,) in project.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'iterable'")
-    }
-
-
-def assert_nothing_set_aside(project, allowed: set[str] = TABLE_SET) -> None:
-    """No table but `allowed` and the warehouse's own two, and no line of a broken body kept aside."""
-    tables = stored_tables(project)
-    assert tables <= allowed | OWN_TABLES
-    if "_rejected_records" in tables:
-        assert project.query("SELECT * FROM iterable._rejected_records") == []
-
-
-def assert_exact(
-    project, days: tuple[str, str] = DAYS, skip_lists: frozenset = frozenset(), others: frozenset = frozenset()
-) -> None:
-    """Every one of the sixteen tables holds exactly the simulator's data: Counters and sorted lists
-    (never sets) so a duplicated row fails as surely as a missing one. Lists in `skip_lists` must
-    have no list_users rows at all. `others` are the other tables there may be (checked apart)."""
-    assert TABLE_SET <= stored_tables(project)
-    for name in EXPORTS:
-        assert_export_exact(project, name, days)
-    assert_list_users_exact(project, skip_lists)
-    assert_catalog_exact(project)
-    assert_nothing_set_aside(project, TABLE_SET | others)
 
 
 # ---- reading the request log -----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 by the project's identity, list members by email or userId, forgotten users (GDPR) leaving every table,
 deleted catalog records, campaign states, and campaigns/metrics URLs within Iterable's limit."""
 
+import dataclasses
 import hashlib
 import json
 from collections import Counter
@@ -11,13 +12,13 @@ import dagster as dg
 import pytest
 import requests
 
-from iterable_assets import forget
-from iterable_assets.client import MAX_URL_CHARACTERS
-from iterable_assets.simulator import Dataset, Fault
-from iterable_assets.streams import STREAMS_BY_NAME
+from iterable_assets.catalog.kinds import MAX_URL_CHARACTERS
+from iterable_assets.catalog.streams import STREAMS_BY_NAME
+from iterable_assets.orchestration import forget
+from iterable_simulator import Dataset, Fault
 
 from .conftest import small_config, utc
-from .test_checks import evaluations, run_checks
+from .helpers import evaluations, run_checks
 
 TYPES = ("email", "hybrid", "userid")
 DAYS = ("2024-01-03", "2024-01-09")
@@ -32,7 +33,8 @@ def typed_project(project, project_type: str):
 
 def sync(project, days: tuple[str, str] = DAYS) -> None:
     """A daily run: the forget step, the catalog and lists, every list's members, then users and events."""
-    forget_run = forget.build_forget_job().execute_in_process(instance=project.instance, resources=project.resources())
+    forget_job = forget.build_forget_job(project.project())
+    forget_run = forget_job.execute_in_process(instance=project.instance, resources=project.resources())
     assert forget_run.success
     project.materialize(["lists", "templates", "campaigns", "channels", "message_types"])
     for key in project.instance.get_dynamic_partitions("iterable_lists"):
@@ -266,11 +268,11 @@ def test_a_campaign_state_change_without_an_updated_at_move_is_loaded(project):
 
 
 def test_campaign_metrics_urls_stay_within_2048_characters_and_a_414_halves_the_batch(project):
-    iterable = project.resources()["iterable"]
+    client = project.client()
     metrics = STREAMS_BY_NAME["campaign_metrics"]
     ids = [4_000_000_000 + 7919 * n for n in range(300)]  # 10 digits each
     start, end = utc(2024, 1, 1), utc(2024, 3, 1)
-    iterable.get_campaign_metrics(metrics, ids, start, end)
+    metrics.read(client, ids, start, end)
     sent = project.simulator.requests_to("/api/campaigns/metrics")
     assert [r.status for r in sent] == [200] * len(sent)  # the simulator answers 414 past 2,048 characters
     asked = [i for r in sent for i in r.params.lists["campaignId"]]
@@ -293,7 +295,7 @@ def test_campaign_metrics_urls_stay_within_2048_characters_and_a_414_halves_the_
     project.simulator.clear_log()
     project.simulator.inject(Fault(path_prefix="/api/campaigns/metrics", kind="status", status=414, times=1))
     known = [c["id"] for c in project.dataset.campaigns()]
-    records = iterable.get_campaign_metrics(metrics, known, start, end)
+    records = metrics.read(client, known, start, end)
     sent = project.simulator.requests_to("/api/campaigns/metrics")
     assert [r.status for r in sent] == [414, 200, 200]  # the refused batch, then its two halves
     assert [len(r.params.lists["campaignId"]) for r in sent] == [
@@ -316,7 +318,7 @@ def test_campaign_metrics_urls_stay_within_2048_characters_and_a_414_halves_the_
 )
 def test_the_forgotten_lists_asked_for_follow_the_project_type(project, project_type, setting, asked):
     project = typed_project(project, project_type)
-    found, served = project.resources()["iterable"].model_copy(update={"project_type": setting}).forgotten()
+    found, served = dataclasses.replace(project.client(), project_type=setting).forgotten()
     assert found == project_type
     assert [r.path for r in project.simulator.request_log] == asked
     assert set(served) == {"email": {"email"}, "userid": {"userId"}, "hybrid": {"email", "userId"}}[project_type]
@@ -325,4 +327,4 @@ def test_the_forgotten_lists_asked_for_follow_the_project_type(project, project_
 def test_a_project_type_set_wrongly_fails_with_iterables_message(project):
     project = typed_project(project, "userid")
     with pytest.raises(Exception, match=r"HTTP 400: .*; is ITERABLE_PROJECT_TYPE=email right\? \(auto asks Iterable\)"):
-        project.resources()["iterable"].model_copy(update={"project_type": "email"}).forgotten()
+        dataclasses.replace(project.client(), project_type="email").forgotten()

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from iterable_assets.rate_budget import RateBudget
-from iterable_assets.simulator import Dataset, Simulator
+from iterable_assets.extract.rate_budget import RateBudget
+from iterable_simulator import Dataset, Simulator
 
 from .conftest import API_KEY, small_config
 
@@ -43,9 +43,9 @@ def test_buckets_are_independent(tmp_path):
 WORKER = """
 import sys
 from datetime import datetime, timedelta, timezone
-from iterable_assets.client import IterableResource
-from iterable_assets.settings import load_settings
-from iterable_assets.streams import STREAMS_BY_NAME
+from iterable_assets.extract.client import IterableResource
+from iterable_assets.catalog.settings import load_settings
+from iterable_assets.catalog.streams import STREAMS_BY_NAME
 base_url, budget_dir, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 settings = load_settings({"ITERABLE_BASE_URL": base_url, "ITERABLE_EXPORT_REQUESTS_PER_MINUTE": "240",
                           "ITERABLE_RATE_WINDOW_SECONDS": "1", "ITERABLE_RETRY_ATTEMPTS": "1"})

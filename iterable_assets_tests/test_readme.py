@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from iterable_assets.simulator import Dataset, Simulator
+from iterable_simulator import Dataset, Simulator
 
 from .conftest import API_KEY, ROOT, small_config
 from .ui import free_port

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from iterable_assets.simulator import Fault
+from iterable_simulator import Fault
 
 from .conftest import BIN, dagster_materialize, run
 

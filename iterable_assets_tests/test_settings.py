@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from iterable_assets.settings import VARIABLES, SettingsError, load_settings
+from iterable_assets.catalog.settings import VARIABLES, SettingsError, load_settings
 
 from .conftest import ROOT
 

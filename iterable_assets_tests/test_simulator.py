@@ -14,10 +14,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from iterable_assets import streams
-from iterable_assets.simulator import EXPORT_DATA_TYPES, Dataset, Fault, Simulator, SimulatorConfig
-from iterable_assets.simulator import data as simulator_data
-from iterable_assets.streams import MESSAGE_MEDIUMS, TEMPLATE_TYPES
+from iterable_assets.catalog import streams
+from iterable_assets.catalog.streams import MESSAGE_MEDIUMS, TEMPLATE_TYPES
+from iterable_simulator import EXPORT_DATA_TYPES, Dataset, Fault, Simulator, SimulatorConfig
+from iterable_simulator import data as simulator_data
 
 EXPORT = "/api/export/data.json"
 JAN1, MAR1 = datetime(2024, 1, 1), datetime(2024, 3, 1)
@@ -544,7 +544,7 @@ def test_cli_prints_url_and_stops_on_sigterm():
         [
             sys.executable,
             "-m",
-            "iterable_assets.simulator",
+            "iterable_simulator",
             "--port",
             "0",
             "--seed",

@@ -12,8 +12,10 @@ from datetime import datetime, timedelta
 import pytest
 import requests
 
-from iterable_assets.simulator import EXPORT_DATA_TYPES, Dataset, Simulator, SimulatorConfig
-from iterable_assets.simulator.events import EVENT_TYPES, METRICS, Tally
+from iterable_simulator import EXPORT_DATA_TYPES, Dataset, Simulator, SimulatorConfig
+from iterable_simulator.events import EVENT_TYPES
+
+from .helpers import expected_metrics
 
 EXPORT = "/api/export/data.json"
 METRICS_PATH = "/api/campaigns/metrics"
@@ -62,26 +64,6 @@ def csv_rows(text: str) -> list[dict]:
         {k: int(v) if v.isdigit() else float(v) for k, v in row.items() if v != ""}
         for row in csv.DictReader(io.StringIO(text))
     ]
-
-
-def expected_metrics(ds, campaigns, ids, start, end) -> list[dict]:
-    """Each applicable metric computed from the exported records themselves: the events of each type that
-    carry the campaign's id, tallied per recipient (Apple proxy opens apart), through the metric's formula."""
-    tallies = {}
-    for name in {t for m in METRICS for t in m.data_types}:
-        for r in ds.export_records(name, start, end):
-            if "campaignId" in r:
-                tally = tallies.setdefault((r["campaignId"], name), Tally())
-                tally.add(ds.recipient(r), round(r.get("total", 0) * 100), r.get("proxySource") == "Apple")
-    rows = []
-    for cid in ids:
-        row = {"id": cid}
-        if campaigns[cid]["campaignState"] != "Draft":
-            for m in METRICS:
-                if m.medium in (None, campaigns[cid]["messageMedium"]):
-                    row[m.column] = m.value(*(tallies.get((cid, t), Tally()) for t in m.data_types))
-        rows.append(row)
-    return rows
 
 
 SENT = ("Running", "Finished", "Aborted")  # the states of campaigns that have events

@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 import pytest
 import requests
 
-from iterable_assets.simulator import EXPORT_DATA_TYPES, Dataset, Simulator, SimulatorConfig
-from iterable_assets.simulator import data as simulator_data
+from iterable_simulator import EXPORT_DATA_TYPES, Dataset, Simulator, SimulatorConfig
+from iterable_simulator import data as simulator_data
 
-from .test_simulator_channels import expected_metrics
+from .helpers import expected_metrics
 
 JAN1, MAR1 = datetime(2024, 1, 1), datetime(2024, 3, 1)
 EVER = (datetime.min, datetime.max)

@@ -9,12 +9,12 @@ import time
 import dagster as dg
 import pytest
 
-from iterable_assets.recovery import _run_pid
-from iterable_assets.simulator import Fault
-from iterable_assets.streams import STREAMS
+from iterable_assets.catalog.streams import STREAMS
+from iterable_assets.orchestration.recovery import run_pid
+from iterable_simulator import Fault
 
 from .conftest import TABLES
-from .test_exports import expected_rows, stored_rows
+from .helpers import expected_rows, stored_rows
 from .ui import ASSET_NODES, DagsterDev, tags
 
 pytestmark = pytest.mark.slow
@@ -89,7 +89,7 @@ def test_a_run_killed_with_sigkill_is_failed_retried_and_frees_the_pool_without_
         assert time.monotonic() < deadline, "the run never reached its export request"
         time.sleep(0.2)
     with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
-        os.kill(_run_pid(instance, killed), signal.SIGKILL)
+        os.kill(run_pid(instance, killed), signal.SIGKILL)
     assert dev.wait_run(killed) == "FAILURE"
 
     deadline = time.monotonic() + 120

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from iterable_assets import loader, reader, warehouse
-from iterable_assets.reader import MAX_RECORD_BYTES
-from iterable_assets.spool import HEADER_BYTES, PART_LINES, NdjsonSpool
-from iterable_assets.streams import STREAMS_BY_NAME
-from iterable_assets.warehouse import LoadError, Scope
+from iterable_assets.catalog.kinds import Export
+from iterable_assets.catalog.streams import STREAMS_BY_NAME
+from iterable_assets.load import loader, reader, warehouse
+from iterable_assets.load.reader import MAX_RECORD_BYTES
+from iterable_assets.load.spool import HEADER_BYTES, PART_LINES, NdjsonSpool
+from iterable_assets.load.warehouse import LoadError, Scope
 
 DAY = datetime(2024, 1, 1, tzinfo=timezone.utc)
 WINDOW = Scope.window("createdAt", DAY, DAY + timedelta(days=1))
@@ -357,7 +358,7 @@ def subscribe(i, day=DAY):
 
 
 def test_a_field_sent_as_a_timestamp_is_a_timestamp_in_every_export_table(tmp_path):
-    exports = [s for s in STREAMS_BY_NAME.values() if s.source == "export"]
+    exports = [s for s in STREAMS_BY_NAME.values() if isinstance(s, Export)]
     assert all({"profileUpdatedAt", "createdAt", "signupDate"} <= set(s.timestamp_fields) for s in exports)
     load(tmp_path, [subscribe(1), subscribe(2)], SUBSCRIBE)
     assert query(tmp_path, "SELECT data_type FROM information_schema.columns WHERE table_name = 'email_subscribe' "
