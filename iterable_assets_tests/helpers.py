@@ -9,13 +9,14 @@ import dagster as dg
 from iterable_assets.catalog.kinds import Export, Partitioning
 from iterable_assets.catalog.settings import load_settings
 from iterable_assets.catalog.streams import DEFAULT_STREAMS, STREAMS
+from iterable_assets.extract.client import IterableClient
 from iterable_assets.load import erasure, warehouse
 from iterable_assets.orchestration.component import build_definitions
 from iterable_assets.orchestration.plan import plan
 from iterable_assets.orchestration.project import IterableProject
 from iterable_simulator.events import METRICS, Tally
 
-from .conftest import TABLES, iterable_resource, utc
+from .conftest import API_KEY, TABLES, TEST_ENV, utc
 
 DAYS = ("2024-01-03", "2024-01-16")  # one export window per stream (ITERABLE_WINDOW_DAYS 30)
 TABLE_SET = set(TABLES)
@@ -166,9 +167,11 @@ def assert_exact(
     assert_nothing_set_aside(project, TABLE_SET | others)
 
 
-def client(simulator, tmp_path, **overrides):
-    """The client as tests use it, with short timeouts."""
-    return iterable_resource(simulator.base_url, tmp_path, **{"request_timeout_seconds": 2.0, **overrides}).client
+def client(simulator, tmp_path, **overrides) -> IterableClient:
+    """The client as tests use it (TEST_ENV), with short timeouts."""
+    settings = load_settings({**TEST_ENV, "ITERABLE_BASE_URL": simulator.base_url})
+    fields = {"rate_budget_path": str(tmp_path), "request_timeout_seconds": 2.0, **overrides}
+    return IterableClient.from_settings(settings, **{"api_key": API_KEY, **fields})
 
 
 def expected_metrics(ds, campaigns, ids, start, end) -> list[dict]:

@@ -9,7 +9,7 @@ import time
 import dagster as dg
 import pytest
 
-from iterable_assets.catalog.streams import STREAMS
+from iterable_assets.catalog.streams import STREAMS_BY_NAME
 from iterable_assets.orchestration.recovery import run_pid
 from iterable_simulator import Fault
 
@@ -81,7 +81,7 @@ def test_the_ui_lists_assets_and_checks_and_a_backfill_loads_exact_rows_with_che
 
 
 def test_a_run_killed_with_sigkill_is_failed_retried_and_frees_the_pool_without_recover(project, dev, cli_env):
-    export = "/api/" + next(s.path for s in STREAMS if s.source == "export")
+    export = "/api/" + STREAMS_BY_NAME["email_send"].path
     project.simulator.inject(Fault(kind="slow_first_byte", seconds=30, params={"dataTypeName": "emailSend"}))
     killed = dev.materialize("email_send", "2024-01-05")
     deadline = time.monotonic() + 120

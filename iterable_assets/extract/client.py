@@ -14,9 +14,10 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
@@ -120,6 +121,7 @@ class IterableClient:
     project_type: str  # ITERABLE_PROJECT_TYPE: auto, or the project's type
     rate_budget_path: str | None = None  # folder of the shared budget ledger; default $DAGSTER_HOME, else temp
     log: logging.Logger = field(default_factory=lambda: logging.getLogger(__name__))
+    sleep: Callable[[float], None] = time.sleep  # waits for a retry or the rate budget (tests pass a fake clock's)
     _session: requests.Session | None = field(default=None, init=False, repr=False)
     _counts: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     # Failures that every later call would meet again fail those calls at once, with no request and no
@@ -161,6 +163,7 @@ class IterableClient:
             f"{family}:{self.project_fingerprint}",  # one budget per Iterable project
             self.requests_per_minute[family],
             self.rate_window_seconds,
+            sleep=self.sleep,
         )
 
     def requests_made(self, path: str) -> int:
@@ -226,6 +229,7 @@ class IterableClient:
             stop=stop_after_attempt(self.retry_attempts),
             wait=self._wait,
             before_sleep=self._log_retry,
+            sleep=self.sleep,
             reraise=True,
         )
         try:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -20,16 +21,20 @@ class RateBudget:
     bucket: str
     capacity: int
     period_seconds: float
+    clock: Callable[[], float] = field(default=time.time, compare=False)  # a shared wall clock, across processes
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
 
     @classmethod
-    def per_minute(cls, path: Path, bucket: str, requests_per_minute: float, window_seconds: float) -> "RateBudget":
+    def per_minute(
+        cls, path: Path, bucket: str, requests_per_minute: float, window_seconds: float, **clock
+    ) -> "RateBudget":
         """`requests_per_minute` over a rolling `window_seconds` (60 for Iterable; smaller compresses time).
 
         The window holds floor(rate * window / 60) requests, at least one; a rate below one per
         window stretches the window instead.
         """
         capacity = max(1, math.floor(requests_per_minute * window_seconds / 60 + 1e-9))
-        return cls(Path(path), bucket, capacity, capacity * 60.0 / requests_per_minute)
+        return cls(Path(path), bucket, capacity, capacity * 60.0 / requests_per_minute, **clock)
 
     @property
     def margin_seconds(self) -> float:
@@ -50,7 +55,7 @@ class RateBudget:
         con = self._connect()
         try:
             con.execute("BEGIN IMMEDIATE")
-            now = time.time()
+            now = self.clock()
             con.execute(
                 "DELETE FROM grants WHERE bucket = ? AND at <= ?",
                 (self.bucket, now - self.period_seconds - self.margin_seconds),
@@ -72,7 +77,8 @@ class RateBudget:
 
     def acquire(self) -> float:
         """Block until a grant is taken; return the seconds spent waiting."""
-        started = time.monotonic()
+        waited = 0.0
         while (wait := self.try_acquire()) > 0:
-            time.sleep(wait)
-        return time.monotonic() - started
+            self.sleep(wait)
+            waited += wait
+        return waited

@@ -50,6 +50,20 @@ def _described(variable: str) -> str:
     return f"{variable}: {VARIABLES[variable].metadata['expected']} (default {VARIABLES[variable].metadata['default']})"
 
 
+class IterableScaffolder(dg.Scaffolder):
+    """`dg scaffold defs iterable_assets.IterableComponent <name>`: another Iterable project beside the
+    first, named <name> (its asset keys, schema and names), its key in ITERABLE_<NAME>_API_KEY."""
+
+    def scaffold(self, request: dg.ScaffoldRequest) -> None:
+        name = re.sub(r"[^a-z0-9_]", "_", request.target_path.name.lower())
+        variable = f"ITERABLE_{name.upper()}_API_KEY"
+        (request.target_path / "defs.yaml").write_text(
+            f"type: {request.type_name}\n\nattributes:\n  api_key: \"{{{{ env.{variable} }}}}\"\n"
+            f"  key_prefix: {name}\n  schema: {name}\n\nrequirements:\n  env:\n    - {variable}\n"
+        )
+
+
+@dg.scaffold_with(IterableScaffolder)
 class IterableComponent(dg.Component, dg.Model, dg.Resolvable):
     """An Iterable project replicated into DuckDB: its sixteen tables (or every channel), kept fresh by
     schedules, checked, and within Iterable's rate limits. Attributes are the ITERABLE_* settings in

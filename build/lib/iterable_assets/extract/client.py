@@ -1,0 +1,317 @@
+"""The only module that talks HTTP to Iterable: `IterableClient`, plain Python (Dagster wraps it in
+`orchestration.resources.IterableResource`). The kinds of source (catalog/kinds.py) say what to ask.
+
+Every request is retried with exponential backoff on 429, 5xx, timeouts and cut connections
+(honouring Retry-After when sent), and fails at once on 400/401/403 with Iterable's message. After
+a 401 or 403, the client does not ask that endpoint again, nor, after a host that never answered,
+any endpoint: those calls fail at once.
+Requests of a rate-limit family first take a grant from its shared budget. Bodies are streamed to a
+sink (a spool on disk), never held in memory.
+"""
+
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from iterable_assets.catalog.settings import Settings
+from iterable_assets.catalog.streams import FORGOTTEN_FAMILY, FORGOTTEN_LISTS, PROJECT_TYPES, project_type_serving
+from iterable_assets.extract.rate_budget import RateBudget
+
+CHUNK_BYTES = 1 << 20
+
+HINTS = {
+    400: "Iterable rejected the request's parameters.",
+    401: (
+        "Check that ITERABLE_API_KEY is a server-side key of this project, that it was created in the data "
+        "center ITERABLE_BASE_URL points at (US: https://api.iterable.com, EU: https://api.eu.iterable.com), "
+        "and that its permissions include this endpoint (exports need a key that is not read-only)."
+    ),
+    403: "The key lacks permission for this endpoint; ask an Iterable admin for a server-side key with read access.",
+}
+
+
+class IterableApiError(Exception):
+    """A request Iterable refused (4xx), or that still failed after every retry."""
+
+    def __init__(self, endpoint: str, status: int | None, msg: str, code: str | None = None):
+        self.endpoint, self.status, self.msg, self.code = endpoint, status, msg, code
+        where = f"GET /api/{endpoint}"
+        head = f"{where} failed with HTTP {status}" if status else f"{where} failed"
+        detail = f": {msg}" + (f" (code {code})" if code else "")
+        hint = HINTS.get(status or 0, "")
+        super().__init__(head + detail + (f". {hint}" if hint else ""))
+
+
+class KeyRefused(IterableApiError):
+    """Iterable refused the key (401) or its permission (403) for an endpoint: nothing else this key
+    asks of that endpoint can succeed, so the client stops asking it."""
+
+
+class Unreachable(IterableApiError):
+    """No attempt got an HTTP response from ITERABLE_BASE_URL: a wrong host, or no network."""
+
+
+class RetryableError(Exception):
+    """A transient failure (429, 5xx, a cut or timed-out connection) worth another attempt."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        reason: str,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        unreachable: bool = False,  # no HTTP response at all (connection refused, no such host)
+    ):
+        super().__init__(f"GET /api/{endpoint}: " + (f"HTTP {status}: {reason}" if status else reason))
+        self.endpoint, self.reason, self.status, self.code = endpoint, reason, status, code
+        self.retry_after, self.unreachable = retry_after, unreachable
+
+
+def _error_fields(response: requests.Response) -> tuple[str, str | None]:
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            return str(body.get("msg") or body.get("message") or response.reason), body.get("code")
+    except ValueError:
+        pass
+    text = response.text.strip()[:300]
+    return text or str(response.reason), None
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None
+
+
+class Sink(Protocol):
+    """Where a response body goes as it streams: started afresh on every attempt."""
+
+    def reset(self) -> None: ...
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class IterableClient:
+    """Iterable's REST API for one project. The key is only ever sent in the Api-Key header."""
+
+    api_key: str
+    base_url: str
+    window_days: int  # the longest span of one export request
+    requests_per_minute: dict[str, float]  # per rate-limit family (catalog.kinds.Stream.rate_family)
+    rate_window_seconds: float
+    request_timeout_seconds: float
+    retry_attempts: int
+    retry_backoff_seconds: float
+    project_type: str  # ITERABLE_PROJECT_TYPE: auto, or the project's type
+    rate_budget_path: str | None = None  # folder of the shared budget ledger; default $DAGSTER_HOME, else temp
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger(__name__))
+    _session: requests.Session | None = field(default=None, init=False, repr=False)
+    _counts: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    # Failures that every later call would meet again fail those calls at once, with no request and no
+    # budget wait: by endpoint, the key refused there; under "", the host that never answered.
+    _gave_up: dict[str, IterableApiError] = field(default_factory=dict, init=False, repr=False)
+
+    def __repr__(self) -> str:  # never the key
+        return f"IterableClient(base_url={self.base_url!r})"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, api_key: str, **overrides: Any) -> "IterableClient":
+        """A client with the settings' values (`overrides` win)."""
+        names = {f.name for f in dataclasses.fields(cls) if f.init} & {f.name for f in dataclasses.fields(settings)}
+        values = {name: getattr(settings, name) for name in names}
+        return cls(api_key=api_key, requests_per_minute=settings.requests_per_minute, **{**values, **overrides})
+
+    # ---- plumbing -------------------------------------------------------------------------------
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            self._session = requests.Session()
+            self._session.headers.update({"Api-Key": self.api_key, "Accept-Encoding": "identity"})
+        return self._session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    @property
+    def project_fingerprint(self) -> str:
+        """Which Iterable project this is: a digest of the host and the key, never the key."""
+        return hashlib.sha256(f"{self.base_url}|{self.api_key}".encode()).hexdigest()[:16]
+
+    def _budget(self, family: str) -> RateBudget:
+        folder = self.rate_budget_path or os.environ.get("DAGSTER_HOME") or tempfile.gettempdir()
+        return RateBudget.per_minute(
+            Path(folder) / "iterable_rate_budget.sqlite",
+            f"{family}:{self.project_fingerprint}",  # one budget per Iterable project
+            self.requests_per_minute[family],
+            self.rate_window_seconds,
+        )
+
+    def requests_made(self, path: str) -> int:
+        """How many requests (attempts included) this client sent to `path`."""
+        return self._counts.get(path, 0)
+
+    def url(self, path: str, params: dict[str, Any]) -> str:
+        """The URL a request to `path` with `params` is sent to."""
+        return requests.Request("GET", f"{self.base_url}/api/{path}", params=params).prepare().url
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, RetryableError) and error.retry_after is not None:
+            return error.retry_after
+        return min(self.retry_backoff_seconds * 2 ** (state.attempt_number - 1), 300.0)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        self.log.warning(
+            f"{error}; attempt {state.attempt_number} of {self.retry_attempts}, "
+            f"retrying in {state.next_action.sleep if state.next_action else 0:.1f}s"
+        )
+
+    def _call(self, path: str, params: dict[str, Any], handle, family: str | None = None):
+        """GET base_url/api/path, pass the 200 response to `handle`, with retries and the rate budget."""
+        earlier = self._gave_up.get(path) or self._gave_up.get("")
+        if earlier is not None:
+            raise type(earlier)(earlier.endpoint, earlier.status, earlier.msg, earlier.code)
+        url = f"{self.base_url}/api/{path}"
+        budget = self._budget(family) if family else None
+
+        def attempt():
+            if budget is not None:
+                budget.acquire()
+            self._counts[path] = self._counts.get(path, 0) + 1
+            timeout = (min(30.0, self.request_timeout_seconds), self.request_timeout_seconds)
+            try:
+                response = self.session.get(url, params=params, stream=True, timeout=timeout)
+            except (requests.ConnectionError, requests.Timeout) as exc:  # before any response
+                reason = f"connection failed ({type(exc).__name__})"
+                # Refused, or no such host, unless it is a timeout (a slow server is there).
+                unreachable = not isinstance(exc, requests.Timeout)
+                raise RetryableError(path, reason, unreachable=unreachable) from None
+            try:
+                with response:
+                    status = response.status_code
+                    if status == 429 or status >= 500:
+                        msg, code = _error_fields(response)
+                        raise RetryableError(path, msg, status, code, _retry_after(response))
+                    if status in (401, 403):
+                        msg, code = _error_fields(response)
+                        self._gave_up[path] = KeyRefused(path, status, msg, code)
+                        raise self._gave_up[path]
+                    if status >= 400:
+                        msg, code = _error_fields(response)
+                        raise IterableApiError(path, status, msg, code)
+                    return handle(response)
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                raise RetryableError(path, f"connection failed ({type(exc).__name__})") from None
+
+        retrying = Retrying(
+            retry=retry_if_exception(lambda e: isinstance(e, RetryableError)),
+            stop=stop_after_attempt(self.retry_attempts),
+            wait=self._wait,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except RetryableError as exc:
+            reason = f"{exc.reason}; gave up after {self.retry_attempts} attempts"
+            if exc.unreachable:
+                self._gave_up[""] = Unreachable(path, exc.status, reason, exc.code)
+                raise self._gave_up[""] from None
+            raise IterableApiError(path, exc.status, reason, exc.code) from None
+
+    def get_json(self, path: str, family: str | None = None, **params: Any) -> dict:
+        def parse(response: requests.Response) -> dict:
+            try:
+                return response.json()
+            except ValueError:
+                raise RetryableError(path, "the response was not complete JSON") from None
+
+        return self._call(path, params, parse, family)
+
+    def get_text(self, path: str, params: dict[str, Any], family: str | None = None) -> str:
+        return self._call(path, params, lambda response: response.text, family)
+
+    def download(self, path: str, params: dict[str, Any], into: Sink, family: str | None = None) -> None:
+        """Stream a response body into `into` (written afresh on every attempt, so that it only ever
+        holds a whole body)."""
+
+        def write(response: requests.Response) -> None:
+            into.reset()
+            try:
+                for chunk in response.iter_content(CHUNK_BYTES):
+                    into.write(chunk)
+            finally:
+                into.close()
+
+        self._call(path, params, write, family)
+
+    def forgotten(self) -> tuple[str, dict[str, list[str]]]:
+        """The project's type, and its currently forgotten users: the hashes of each forgotten list it
+        serves, by identity column (email, userId). With ITERABLE_PROJECT_TYPE=auto both lists are
+        asked for, and the type is the one that serves the lists that answered."""
+        served: dict[str, list[str]] = {}
+        refused: list[IterableApiError] = []
+        for listing in FORGOTTEN_LISTS:
+            if self.project_type != "auto" and self.project_type not in listing.project_types:
+                continue
+            try:
+                served[listing.identity] = self.get_json(listing.path, FORGOTTEN_FAMILY)[listing.response_key]
+            except KeyRefused:
+                raise
+            except IterableApiError as exc:  # a 4xx: a project type this list does not serve
+                if exc.status is None or exc.status >= 500:
+                    raise
+                if self.project_type != "auto":
+                    hint = f"{exc.msg}; is ITERABLE_PROJECT_TYPE={self.project_type} right? (auto asks Iterable)"
+                    raise IterableApiError(exc.endpoint, exc.status, hint, exc.code) from None
+                refused.append(exc)
+        if self.project_type != "auto":
+            return self.project_type, served
+        project_type = project_type_serving(set(served))
+        if project_type is None:
+            raise IterableApiError(
+                refused[-1].endpoint,
+                refused[-1].status,
+                f"{refused[-1].msg}; neither forgotten-user list answered, so the project's type is unknown: "
+                f"set ITERABLE_PROJECT_TYPE to one of {', '.join(PROJECT_TYPES)}",
+                refused[-1].code,
+            )
+        return project_type, served
+
+
+class TextFile:
+    """A sink for a text body: a file, written whole on each attempt."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._out = None
+
+    def reset(self) -> None:
+        self.close()
+        self._out = open(self.path, "wb")
+
+    def write(self, data: bytes) -> None:
+        self._out.write(data)
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None

@@ -1,0 +1,144 @@
+"""Users Iterable forgot (GDPR), in the warehouse: the list of their hashes, the rows it purges, the
+filter every load applies; and the project's type, as the last run that asked Iterable found it.
+
+Iterable lists forgotten users as the SHA-256 of each identifier, lowercased and trimmed. The table
+`<schema>._forgotten` keeps each hash (never an email or userId), when it was first listed, when it
+left the list (an "unforget": from then on the identifier's rows load again; what was purged stays
+purged), and how many rows each table lost to it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime
+
+import duckdb
+
+from iterable_assets.catalog.kinds import Stream
+from iterable_assets.load.sql import quote
+from iterable_assets.load.warehouse import (
+    FORGOTTEN,
+    column_types,
+    ensure_forgotten,
+    ensure_schema,
+    forgotten_predicate,
+    has_table,
+    hashed,
+    own_table,
+    table_name,
+    take_off_days,
+)
+
+PROJECT = "_project"  # the project's type, as the last run that asked found it
+
+
+def _execute_many(con: duckdb.DuckDBPyConnection, sql: str, rows: list) -> None:
+    if rows:  # DuckDB refuses an empty list
+        con.executemany(sql, rows)
+
+
+def record_forgotten(
+    con: duckdb.DuckDBPyConnection, schema: str, served: dict[str, list[str]], now: datetime
+) -> tuple[int, int]:
+    """Bring the list up to date with the hashes Iterable served, by identity (only the identities it
+    served: a list not read says nothing). Returns (hashes new to the list, hashes that left it)."""
+    ensure_forgotten(con, schema)
+    table = own_table(schema, FORGOTTEN)
+    new = gone = 0
+    for identity, hashes in served.items():
+        listed = {h.lower() for h in hashes}
+        known = dict(con.execute(f"SELECT hash, unforgotten_at FROM {table} WHERE identity = ?", [identity]).fetchall())
+        fresh = sorted(listed - set(known))
+        again = [h for h in listed & set(known) if known[h] is not None]  # forgotten again after an unforget
+        left = [h for h, at in known.items() if at is None and h not in listed]
+        insert = f"INSERT INTO {table} VALUES (?, ?, ?, NULL, NULL, '{{}}')"
+        _execute_many(con, insert, [[h, identity, now] for h in fresh])
+        # Rows loaded while it was not forgotten are purged again.
+        reforget = f"UPDATE {table} SET unforgotten_at = NULL, purged_at = NULL WHERE hash = ? AND identity = ?"
+        _execute_many(con, reforget, [[h, identity] for h in again])
+        unforget = f"UPDATE {table} SET unforgotten_at = ? WHERE hash = ? AND identity = ?"
+        _execute_many(con, unforget, [[now, h, identity] for h in left])
+        new, gone = new + len(fresh), gone + len(left)
+    return new, gone
+
+
+def unpurged(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
+    """The forgotten users whose rows the forget step has not purged from every table yet."""
+    ensure_forgotten(con, schema)
+    query = f"SELECT hash FROM {own_table(schema, FORGOTTEN)} WHERE unforgotten_at IS NULL AND purged_at IS NULL"
+    return [h for (h,) in con.execute(query).fetchall()]
+
+
+def purge(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
+    """Delete, in one transaction, every row of `stream` that names a forgotten user not purged yet;
+    count them per hash in the list, and take them off the loaded-days ledger. Returns the rows
+    deleted. (Loads never write a forgotten user's rows, so purged users need no second look.)"""
+    columns = column_types(con, stream)
+    present = [c for c in stream.identity_columns if c.lower() in columns]
+    forgotten = forgotten_predicate(con, stream.schema, present, unpurged=True)
+    if forgotten is None:
+        return 0
+    table = own_table(stream.schema, FORGOTTEN)
+    day = f"CAST({quote(stream.replication_key)} AS DATE)" if stream.write == "window" else "NULL"
+    con.execute("BEGIN TRANSACTION")
+    try:
+        deleted = con.execute(
+            f"DELETE FROM {table_name(stream)} WHERE {forgotten} "
+            f"RETURNING {day}, {', '.join(hashed(c) for c in present)}"
+        ).fetchall()
+        # Each row counts once, against the first of its identifiers that is forgotten (a hybrid
+        # project's user can be listed by both).
+        listed = dict(con.execute(f"SELECT hash, rows_deleted FROM {table} WHERE unforgotten_at IS NULL").fetchall())
+        per_hash = Counter(next(h for h in hashes if h in listed) for _, *hashes in deleted)
+        for hash_, rows in per_hash.items():
+            counts = json.loads(listed[hash_])
+            counts[stream.name] = counts.get(stream.name, 0) + rows
+            con.execute(f"UPDATE {table} SET rows_deleted = ? WHERE hash = ?", [json.dumps(counts), hash_])
+        if stream.write == "window":
+            take_off_days(con, stream, Counter(day for day, *_ in deleted))
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return len(deleted)
+
+
+def mark_purged(con: duckdb.DuckDBPyConnection, schema: str, hashes: list[str], now: datetime) -> None:
+    """Every table has been purged of these forgotten users."""
+    update = f"UPDATE {own_table(schema, FORGOTTEN)} SET purged_at = ? WHERE hash = ?"
+    _execute_many(con, update, [[now, h] for h in hashes])
+
+
+def current_hashes(con: duckdb.DuckDBPyConnection, schema: str) -> int:
+    ensure_forgotten(con, schema)
+    return con.execute(f"SELECT count(*) FROM {own_table(schema, FORGOTTEN)} WHERE unforgotten_at IS NULL").fetchone()[
+        0
+    ]
+
+
+def forgotten_rows(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
+    """Rows of `stream` that name a user who is forgotten now (none, after every purge and load)."""
+    columns = column_types(con, stream)
+    forgotten = forgotten_predicate(con, stream.schema, [c for c in stream.identity_columns if c.lower() in columns])
+    if forgotten is None:
+        return 0
+    return con.execute(f"SELECT count(*) FROM {table_name(stream)} WHERE {forgotten}").fetchone()[0]
+
+
+# ---- the project's type -----------------------------------------------------------------------------
+def record_project_type(con: duckdb.DuckDBPyConnection, schema: str, fingerprint: str, project_type: str) -> None:
+    """Keep the type the last run found for the project of `fingerprint` (host and key digest)."""
+    ensure_schema(con, schema)
+    table = own_table(schema, PROJECT)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {table} (fingerprint VARCHAR, project_type VARCHAR, found_at TIMESTAMPTZ)")
+    con.execute(f"DELETE FROM {table}")
+    con.execute(f"INSERT INTO {table} VALUES (?, ?, now())", [fingerprint, project_type])
+
+
+def recorded_project_type(con: duckdb.DuckDBPyConnection, schema: str, fingerprint: str | None = None) -> str | None:
+    """The type recorded for the project of `fingerprint` (None: whichever project was recorded last)."""
+    if not has_table(con, schema, PROJECT):
+        return None
+    found = con.execute(f"SELECT fingerprint, project_type FROM {own_table(schema, PROJECT)}").fetchone()
+    return found[1] if found and fingerprint in (None, found[0]) else None
