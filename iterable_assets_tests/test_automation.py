@@ -3,6 +3,7 @@
 from datetime import datetime, timezone
 
 import dagster as dg
+import pytest
 
 from .conftest import TABLES, iterable_resource
 from .helpers import EXPORTS, LISTS_PARTITIONS, definitions, expected_rows, stored_rows
@@ -49,6 +50,7 @@ def test_exports_schedule_requests_the_latest_complete_day_and_the_lookback_days
     assert requested_days(exports_tick(without, 2024, 3, 10)) == ("2024-03-09", "2024-03-09")
 
 
+@pytest.mark.full
 def test_a_late_event_is_loaded_by_the_next_scheduled_run_with_one_request_per_stream(project):
     exports = EXPORTS  # what the default project's daily job runs
     project.materialize(exports, days=("2024-01-01", "2024-01-09"))  # what earlier daily runs loaded

@@ -23,20 +23,20 @@ from typing import NamedTuple
 _HMS = [f"{h:02d}:{m:02d}:{s:02d}" for h in range(24) for m in range(60) for s in range(60)]
 
 
-def _j(value) -> str:
+def json_text(value) -> str:
     """Compact JSON like Iterable's export (raw UTF-8; quotes and control characters escaped)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _fields(obj: dict) -> str:
+def json_fields(obj: dict) -> str:
     """JSON object members ready to splice into a line, with a trailing comma ('' when empty)."""
-    return _j(obj)[1:-1] + "," if obj else ""
+    return json_text(obj)[1:-1] + "," if obj else ""
 
 
 _WEBKIT = "AppleWebKit/537.36 (KHTML, like Gecko)"
 # Browsers and mail apps (clicks, and opens not fetched by a proxy): real clicks never carry proxySource.
 _AGENTS = [
-    _fields({"userAgent": ua, "userAgentDevice": dev})
+    json_fields({"userAgent": ua, "userAgentDevice": dev})
     for ua, dev in (
         (f"Mozilla/5.0 (X11; Linux x86_64) {_WEBKIT} Chrome/88.0.4324.150 Safari/537.36", "Linux"),
         (f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) {_WEBKIT} Chrome/120.0 Safari/537.36", "Windows"),
@@ -54,14 +54,14 @@ _AGENTS = [
 ]
 # Opens fetched by a mail provider's image proxy, as captured: Apple Mail Privacy Protection (a bare agent, a
 # Cloudflare 104.28.x address, a location) and Gmail's proxy (no location; proxySource on some records only).
-_APPLE_OPEN = _fields({"userAgent": "Mozilla/5.0", "userAgentDevice": "-", "proxySource": "Apple"})
+_APPLE_OPEN = json_fields({"userAgent": "Mozilla/5.0", "userAgentDevice": "-", "proxySource": "Apple"})
+_GMAIL_PROXY = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
 _GMAIL_OPENS = [
-    _fields({"userAgent": "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
-             "userAgentDevice": "Gmail", **extra})
+    json_fields({"userAgent": _GMAIL_PROXY, "userAgentDevice": "Gmail", **extra})
     for extra in ({}, {"proxySource": "Gmail"})
 ]  # fmt: skip
 _LOCATIONS = [
-    _fields(loc)
+    json_fields(loc)
     for loc in (
         {"city": "Kyiv", "country": "Ukraine", "region": "30"},
         {"city": "Hyderabad", "country": "India", "region": "TG"},
@@ -74,7 +74,7 @@ _LOCATIONS = [
     )
 ]
 _URLS = [
-    _j(u)
+    json_text(u)
     for u in (
         "https://iterable.com",
         "https://example.com/p/red-shirt",
@@ -84,7 +84,7 @@ _URLS = [
     )
 ]
 _TRANSACTIONAL = [
-    ',"transactionalData":' + _j(_j(obj))
+    ',"transactionalData":' + json_text(json_text(obj))
     for obj in (  # a JSON-encoded *string*, as Iterable sends it
         {"name": "Red Shirt", "sku": "sku1", "price": 25},
         {"name": "Blue Jeans", "sku": "sku2", "price": 60, "categories": ["apparel", "denim"]},
@@ -93,7 +93,7 @@ _TRANSACTIONAL = [
     )
 ]
 _SKIP_REASONS = [
-    _j(r)
+    json_text(r)
     for r in (
         "DuplicateMarketingMessage",
         "FrequencyCapExceeded",
@@ -103,7 +103,7 @@ _SKIP_REASONS = [
     )
 ]
 _BOUNCES = [
-    _fields({"recipientState": state, "status": code})
+    json_fields({"recipientState": state, "status": code})
     for state, code in (
         ("HardBounce", "5.1.1"),
         ("HardBounce", "5.1.10"),
@@ -111,7 +111,7 @@ _BOUNCES = [
         ("SoftBounce", "4.4.7"),
     )
 ]
-_SIGNUP_SOURCES = ("ListAPI", "Import", "WebForm", "API")
+SIGNUP_SOURCES = ("ListAPI", "Import", "WebForm", "API")
 _UNSUB_SOURCES = ("EmailLink", "Import", "ListAPI")
 
 
@@ -193,7 +193,7 @@ def _email_subscribe(r, d, t, s, u, c):
     return (
         f'{{{u[2]}"emailListIds":{u[4]},"channelIds":[],{u[3]}"profileUpdatedAt":"{d} {updated} +00:00",'
         f'"createdAt":"{d} {_HMS[s]} +00:00",'
-        f'"signupSource":"{_SIGNUP_SOURCES[int(r.random() * len(_SIGNUP_SOURCES))]}"}}\n'
+        f'"signupSource":"{SIGNUP_SOURCES[int(r.random() * len(SIGNUP_SOURCES))]}"}}\n'
     )
 
 
@@ -215,11 +215,14 @@ def _email_unsubscribe(r, d, t, s, u, c, m):
 _BOOL = ("false", "true")
 _CATALOG = ',"catalogLookupCount":0,"catalogCollectionCount":0,"productRecommendationCount":0'
 _CHANNEL_SKIP_REASONS = [
-    _j(r) for r in ("DuplicateMarketingMessage", "FrequencyCapExceeded", "MessageTypeUnsubscribed", "ListUnsubscribed")
+    json_text(r)
+    for r in ("DuplicateMarketingMessage", "FrequencyCapExceeded", "MessageTypeUnsubscribed", "ListUnsubscribed")
 ]
-_PUSH_MESSAGES = [_j(m) for m in ("Your cart misses you 🛒", "Flash sale: 20% off today", 'New "classic" tees are in')]
+_PUSH_MESSAGES = [
+    json_text(m) for m in ("Your cart misses you 🛒", "Flash sale: 20% off today", 'New "classic" tees are in')
+]
 _WEB_PUSHES = [
-    f',"webPushMessage":{_j(title)},"webPushBody":{_j(body)},"webPushIcon":{_j(icon)},"webPushClickAction":{_j(url)}'
+    f',"webPushMessage":{json_text(title)},"webPushBody":{json_text(body)},"webPushIcon":{json_text(icon)},"webPushClickAction":{json_text(url)}'
     for title, body, icon, url in (
         ("Back in stock", "The Red Shirt is back.", "https://example.com/i/icon.png", "https://example.com/p/red"),
         ("Spring sale", "Up to 40% off, today only.", "https://example.com/i/icon.png", "https://example.com/sale"),
@@ -227,11 +230,11 @@ _WEB_PUSHES = [
     )
 ]
 _CONTEXTS = [
-    _j({"saveToInbox": inbox, "silentInbox": silent, "location": location})
+    json_text({"saveToInbox": inbox, "silentInbox": silent, "location": location})
     for inbox, silent, location in ((False, False, "in-app"), (True, False, "in-app"), (True, True, "inbox"))
 ]
 _IN_APP_BODIES = [
-    _j(html)
+    json_text(html)
     for html in (
         '<div class="promo"><h1>Spring sale</h1><a href="https://example.com/sale">Shop now</a></div>',
         '<div><p>Rate your last order</p><a href="itbl://dismiss">Later</a></div>',
@@ -240,23 +243,25 @@ _IN_APP_BODIES = [
 _PRIORITIES = ("100.5", "200.5", "300.5", "300.5", "400.5")
 _DELETE_ACTIONS = ('"inbox-swipe"', '"delete-button"')
 _SMS_SENDER_ID = 4021
-_SMS_TEXTS = [_j(t) for t in ("Acme: 20% off today with code SPRING. Reply STOP to opt out.", "Your order shipped 📦")]
-_SMS_REPLIES = [_j(t) for t in ("STOP", "YES", "Thanks!", "HELP")]
+_SMS_TEXTS = [
+    json_text(t) for t in ("Acme: 20% off today with code SPRING. Reply STOP to opt out.", "Your order shipped 📦")
+]
+_SMS_REPLIES = [json_text(t) for t in ("STOP", "YES", "Thanks!", "HELP")]
 _SMS_ERRORS = [
-    _j({"status": 400, "message": msg, "code": code, "more_info": f"https://www.twilio.com/docs/errors/{code}"})
+    json_text({"status": 400, "message": msg, "code": code, "more_info": f"https://www.twilio.com/docs/errors/{code}"})
     for code, msg in ((30003, "Unreachable destination handset"), (30005, "Unknown destination handset"))
 ]
 _PRODUCTS = [  # (price in cents, item JSON without its closing brace)
-    (price, _j({"id": sku, "sku": sku, "name": name, "categories": cats, "price": price / 100})[:-1])
+    (price, json_text({"id": sku, "sku": sku, "name": name, "categories": cats, "price": price / 100})[:-1])
     for sku, name, cats, price in (
         ("sku1", "Red Shirt", ["apparel"], 2500),
         ("sku2", "Blue Jeans", ["apparel", "denim"], 5999),
         ("sku3", "Café Mug", ["kitchen"], 1250),
     )
 ]
-_PURCHASE_FIELDS = [_j(f) for f in ({"storeId": "web"}, {"storeId": "ios-app", "couponCode": "SPRING"}, {})]
+_PURCHASE_FIELDS = [json_text(f) for f in ({"storeId": "web"}, {"storeId": "ios-app", "couponCode": "SPRING"}, {})]
 _CUSTOM_EVENTS = [
-    f',"eventName":{_j(name)},"dataFields":{_j(fields)}'
+    f',"eventName":{json_text(name)},"dataFields":{json_text(fields)}'
     for name, fields in (
         ("appOpened", {"screen": "home", "appVersion": "5.2.1"}),
         ("productViewed", {"sku": "sku2", "price": 59.99, "categories": ["apparel", "denim"]}),

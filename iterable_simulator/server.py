@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NamedTuple
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
+from iterable_assets.catalog.clock import epoch_ms
 from iterable_assets.catalog.streams import MESSAGE_MEDIUMS, TEMPLATE_TYPES
 
 from .data import Dataset
@@ -373,8 +374,8 @@ class Simulator:
         if medium not in (None, *MESSAGE_MEDIUMS):
             raise _bad_params(messageMedium=medium)
         start, end = _date_param(params, "startDateTime"), _date_param(params, "endDateTime")
-        lo = _epoch_ms(start) if start else float("-inf")
-        hi = _epoch_ms(end) if end else float("inf")
+        lo = epoch_ms(start) if start else float("-inf")
+        hi = epoch_ms(end) if end else float("inf")
         items = [t for t in self.dataset.templates_for(ttype, medium) if lo <= t["createdAt"] < hi]
         sortable = ("id", "name", "createdAt", "updatedAt")
         return _json(_paged(items, params, path, host, "templates", "templateId", sortable))
@@ -445,10 +446,6 @@ def _number(value: int | float) -> str:
         return str(value)
     text = f"{value:.2f}".rstrip("0")
     return text + "0" if text.endswith(".") else text
-
-
-def _epoch_ms(dt: datetime) -> int:
-    return (dt - datetime(1970, 1, 1)) // timedelta(milliseconds=1)
 
 
 def _range(value: str) -> tuple[datetime, datetime]:

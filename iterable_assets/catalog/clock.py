@@ -1,6 +1,8 @@
 """Time as Iterable writes it: UTC moments, epoch milliseconds, and midnights of UTC days."""
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def utc(moment: datetime) -> datetime:
@@ -10,7 +12,7 @@ def utc(moment: datetime) -> datetime:
 
 def epoch_ms(moment: datetime) -> int:
     """Milliseconds since 1970-01-01 UTC, as Iterable's JSON resources write times."""
-    return int(utc(moment).timestamp() * 1000)
+    return (utc(moment) - EPOCH) // timedelta(milliseconds=1)
 
 
 def midnight(day: date) -> datetime:
