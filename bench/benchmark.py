@@ -65,11 +65,14 @@ def child_asset(base_url: str, database: str, spool_dir: str) -> dict:
     from dagster_duckdb import DuckDBResource
 
     from iterable_assets.catalog.settings import load_settings
-    from iterable_assets.extract.client import IterableResource
     from iterable_assets.orchestration.assets import build_assets
+    from iterable_assets.orchestration.project import IterableProject
+    from iterable_assets.orchestration.resources import IterableResource
 
     # The ingest side measures loading, so the export budget is set out of the way.
-    settings = load_settings({"ITERABLE_BASE_URL": base_url, "ITERABLE_EXPORT_REQUESTS_PER_MINUTE": "1e6"})
+    settings = load_settings(
+        {"ITERABLE_BASE_URL": base_url, "ITERABLE_EXPORT_REQUESTS_PER_MINUTE": "1e6", "ITERABLE_START_DATE": str(DAY)}
+    )
     resources = {
         "iterable": IterableResource.from_settings(
             settings, api_key="bench-key", rate_budget_path=spool_dir, spool_dir=spool_dir
@@ -78,7 +81,7 @@ def child_asset(base_url: str, database: str, spool_dir: str) -> dict:
     }
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            build_assets(DAY),
+            build_assets(IterableProject(settings)),
             selection=["email_send"],
             partition_key=DAY.isoformat(),
             resources=resources,
@@ -207,10 +210,11 @@ def pages(mb: int, repeat: int) -> None:
 
 # ---- budget -----------------------------------------------------------------------------------------
 def budget(repeat: int, days: int, window_days: int, streams: str) -> None:
-    from iterable_assets.catalog.streams import EXPORT_PATH, of_source, select_streams
+    from iterable_assets.catalog.kinds import Export
+    from iterable_assets.catalog.streams import EXPORT_PATH, select_streams
     from iterable_simulator import Dataset, Simulator, SimulatorConfig
 
-    exports = of_source("export", select_streams(streams))
+    exports = [s for s in select_streams(streams) if isinstance(s, Export)]
 
     limit, period = 4, 6.0
     requests_needed = len(exports) * math.ceil(days / window_days)

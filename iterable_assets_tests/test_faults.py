@@ -187,7 +187,7 @@ def test_a_full_sync_through_faults_ends_with_exactly_the_simulators_data(projec
 # ---- a cut window never commits part of itself -----------------------------------------------------
 
 
-@pytest.mark.parametrize("which", ["every-window", "second-window"])
+@pytest.mark.parametrize("which", ["every-window", pytest.param("second-window", marks=pytest.mark.full)])
 def test_a_cut_export_window_never_commits_a_partial_window(project, which):
     project.window_days = 7  # the range's 14 days are two windows
     sim = project.simulator
