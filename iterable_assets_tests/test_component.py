@@ -42,12 +42,12 @@ def test_an_attribute_is_checked_by_its_settings_rule_and_message():
 
 
 def test_the_key_reaches_the_resource_as_an_environment_variable_never_as_config(monkeypatch):
-    monkeypatch.delenv("ITERABLE_API_KEY_US", raising=False)
+    monkeypatch.delenv("ITERABLE_US_API_KEY", raising=False)
     component = IterableComponent(api_key="secret-key-123", key_prefix="us")
     defs = component.build_defs(None)
     resource = defs.resources["us_iterable"]
-    assert isinstance(resource.api_key, dg.EnvVar) and resource.api_key.env_var_name == "ITERABLE_API_KEY_US"
-    assert os.environ["ITERABLE_API_KEY_US"] == "secret-key-123"
+    assert isinstance(resource.api_key, dg.EnvVar) and resource.api_key.env_var_name == "ITERABLE_US_API_KEY"
+    assert os.environ["ITERABLE_US_API_KEY"] == "secret-key-123"
     assert "secret-key-123" not in repr(resource)
 
 
@@ -87,7 +87,7 @@ def two_projects(tmp_path, monkeypatch):
     import two_projects.defs
 
     defs = dg.Definitions.merge(
-        dg.load_defs(two_projects.defs, project_root=tmp_path),
+        dg.ComponentTree.from_module(defs_module=two_projects.defs, project_root=tmp_path).build_defs(),
         dg.Definitions(sensors=[dead_runs_sensor], executor=dg.in_process_executor),
     )
     yield defs, simulators, str(tmp_path / "warehouse.duckdb")
@@ -152,7 +152,7 @@ def test_two_projects_side_by_side_each_exact_in_its_own_schema(two_projects):
 def test_dg_lists_the_component_checks_the_yaml_and_scaffolds_a_second_project(tmp_path):
     listed = run([str(BIN / "dg"), "list", "components", "--json"], dict(os.environ))
     assert listed.returncode == 0, listed.stderr[-2000:]
-    assert "iterable_assets.IterableComponent" in {c["key"] for c in json.loads(listed.stdout)}
+    assert "iterable_assets.IterableComponent" in {c["key"] for c in json.loads(listed.stdout)["items"]}
     for command in (["check", "yaml"], ["check", "defs"]):
         checked = run([str(BIN / "dg"), *command], dict(os.environ))
         assert checked.returncode == 0, checked.stdout + checked.stderr[-2000:]

@@ -3,6 +3,8 @@
 DuckDB, load no HTTP. The simulator, the tests and the benchmark are outside the package and the wheel."""
 
 import ast
+import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -91,13 +93,26 @@ def test_a_wrong_way_import_breaks_the_contract(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_wheel_holds_the_package_and_not_the_simulator_or_the_tests(tmp_path):
+def test_the_wheel_holds_the_package_and_its_definitions_load_from_it(tmp_path):
+    source = tmp_path / "source"  # a copy: pip builds in the source tree, and the checkout stays clean
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "data", "build", "*.egg-info", "__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
         check=True, capture_output=True,
     )  # fmt: skip
     (wheel,) = tmp_path.glob("iterable_assets-*.whl")
-    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
-    assert PACKAGE in tops and not tops & {"iterable_simulator", "iterable_assets_tests", "bench", "docs"}
     names = zipfile.ZipFile(wheel).namelist()
-    assert f"{PACKAGE}/catalog/streams.py" in names and f"{PACKAGE}/extract/client.py" in names
+    tops = {name.split("/")[0] for name in names}
+    assert PACKAGE in tops and not tops & {"iterable_simulator", "iterable_assets_tests", "bench", "docs"}
+    assert f"{PACKAGE}/catalog/streams.py" in names and f"{PACKAGE}/defs/iterable/defs.yaml" in names
+
+    installed = tmp_path / "site"  # the wheel alone, ahead of the checkout on the path, away from pyproject.toml
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(installed), str(wheel)],
+                   check=True, capture_output=True)  # fmt: skip
+    code = "import iterable_assets.definitions as d; print(d.__file__); print(len(d.defs.resolve_all_asset_keys()))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ITERABLE_")}
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            env={**env, "PYTHONPATH": str(installed)})  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    where, assets = loaded.stdout.split()
+    assert where.startswith(str(installed)) and assets == "16"

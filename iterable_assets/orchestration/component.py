@@ -50,13 +50,18 @@ def _described(variable: str) -> str:
     return f"{variable}: {VARIABLES[variable].metadata['expected']} (default {VARIABLES[variable].metadata['default']})"
 
 
+def api_key_variable(key_prefix: str | None) -> str:
+    """ITERABLE_API_KEY, or ITERABLE_<PREFIX>_API_KEY for a project with a key prefix."""
+    return f"ITERABLE_{key_prefix.upper()}_API_KEY" if key_prefix else API_KEY_VARIABLE
+
+
 class IterableScaffolder(dg.Scaffolder):
     """`dg scaffold defs iterable_assets.IterableComponent <name>`: another Iterable project beside the
     first, named <name> (its asset keys, schema and names), its key in ITERABLE_<NAME>_API_KEY."""
 
     def scaffold(self, request: dg.ScaffoldRequest) -> None:
         name = re.sub(r"[^a-z0-9_]", "_", request.target_path.name.lower())
-        variable = f"ITERABLE_{name.upper()}_API_KEY"
+        variable = api_key_variable(name)
         (request.target_path / "defs.yaml").write_text(
             f"type: {request.type_name}\n\nattributes:\n  api_key: \"{{{{ env.{variable} }}}}\"\n"
             f"  key_prefix: {name}\n  schema: {name}\n\nrequirements:\n  env:\n    - {variable}\n"
@@ -120,8 +125,8 @@ class IterableComponent(dg.Component, dg.Model, dg.Resolvable):
 
     def api_key_variable(self) -> dg.EnvVar:
         """The key as an environment variable, so that Dagster shows its name and never the key: the
-        value given here is put in ITERABLE_API_KEY (ITERABLE_API_KEY_<PREFIX> beside a prefix)."""
-        variable = API_KEY_VARIABLE + (f"_{self.key_prefix.upper()}" if self.key_prefix else "")
+        value given here is put in the variable the scaffold names (ITERABLE_<PREFIX>_API_KEY)."""
+        variable = api_key_variable(self.key_prefix)
         if self.api_key:
             os.environ[variable] = self.api_key
         return dg.EnvVar(variable)
