@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from iterable_assets.catalog.streams import CATALOG_GROUP, EVENTS_GROUP, LISTS_GROUP  # noqa: E402
+from iterable_assets.catalog.kinds import CATALOG_GROUP, EVENTS_GROUP, LISTS_GROUP  # noqa: E402
 from iterable_assets_tests.ui import DagsterDev  # noqa: E402
 from iterable_simulator.commands import simulated_project  # noqa: E402
 
