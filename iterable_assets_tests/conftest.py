@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import requests
 from dagster_duckdb import DuckDBResource
 
 from iterable_assets.catalog.kinds import Stream
@@ -182,3 +183,11 @@ def cli_env(project, tmp_path) -> dict:
 
 def run(args: list[str], env: dict, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def http():
+    """A session with the key the simulator tests' servers accept."""
+    with requests.Session() as s:
+        s.headers["Api-Key"] = "test-key"
+        yield s

@@ -140,11 +140,12 @@ def test_two_projects_side_by_side_each_exact_in_its_own_schema(two_projects):
             members = sum(len(dataset.list_users(x["id"])) for x in dataset.lists())
             assert con.execute(f"SELECT count(*) FROM {prefix}.list_users").fetchone()[0] == members
         # other data in each schema: the seeds differ
-        assert con.execute("SELECT count(*) FROM us.email_open").fetchone() != con.execute(
-            "SELECT count(*) FROM eu.email_open"
-        ).fetchone() or con.execute("SELECT min(email) FROM us.users").fetchone() != con.execute(
-            "SELECT min(email) FROM eu.users"
-        ).fetchone()
+        assert (
+            con.execute("SELECT count(*) FROM us.email_open").fetchone()
+            != con.execute("SELECT count(*) FROM eu.email_open").fetchone()
+            or con.execute("SELECT min(email) FROM us.users").fetchone()
+            != con.execute("SELECT min(email) FROM eu.users").fetchone()
+        )
     assert len({b.split(":")[1] for b in buckets}) == 2 and len(buckets) == 6  # 3 families, per project
 
 

@@ -203,9 +203,11 @@ def test_forgotten_users_leave_every_table_at_the_next_daily_run_and_never_come_
     # unforgotten: the hash leaves the list, what was purged stays purged, new events load again
     project.query(f'DELETE FROM iterable.email_open WHERE "{column}" = ?', [identifiers[0]])
     ds.unforget(identifiers[0])
-    assert forget.build_forget_job(project.project()).execute_in_process(
-        instance=project.instance, resources=project.resources()
-    ).success
+    assert (
+        forget.build_forget_job(project.project())
+        .execute_in_process(instance=project.instance, resources=project.resources())
+        .success
+    )
     assert project.query("SELECT count(*) FROM iterable._forgotten WHERE unforgotten_at IS NOT NULL")[0][0] >= 1
     project.materialize(["users"], days=DAYS)  # what Iterable erased stays erased
     assert rows_of_victims()["users"] == 0

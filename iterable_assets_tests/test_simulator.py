@@ -36,13 +36,6 @@ def sim(ds):
         yield s
 
 
-@pytest.fixture
-def http():
-    with requests.Session() as s:
-        s.headers["Api-Key"] = "test-key"
-        yield s
-
-
 def export(http, sim, dt, start, end, **kw):
     params = {
         "dataTypeName": dt,

@@ -10,7 +10,6 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
-import requests
 
 from iterable_simulator import EXPORT_DATA_TYPES, Dataset, Simulator, SimulatorConfig
 from iterable_simulator.events import EVENT_TYPES
@@ -30,13 +29,6 @@ def ds():
 @pytest.fixture(scope="module")
 def campaigns(ds):
     return {c["id"]: c for c in ds.campaigns()}
-
-
-@pytest.fixture
-def http():
-    with requests.Session() as s:
-        s.headers["Api-Key"] = "test-key"
-        yield s
 
 
 def parse(stamp: str) -> datetime:

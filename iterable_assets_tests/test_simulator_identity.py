@@ -7,7 +7,6 @@ import hashlib
 from datetime import datetime, timedelta
 
 import pytest
-import requests
 
 from iterable_simulator import EXPORT_DATA_TYPES, Dataset, Simulator, SimulatorConfig
 from iterable_simulator import data as simulator_data
@@ -24,13 +23,6 @@ LIST_FIELD = {"email": "emailListIds", "hybrid": "userListIds", "userid": "userL
 def typed(request) -> Dataset:
     """An unmutated dataset of each project type."""
     return Dataset(SimulatorConfig(project_type=request.param))
-
-
-@pytest.fixture
-def http():
-    with requests.Session() as s:
-        s.headers["Api-Key"] = "test-key"
-        yield s
 
 
 def sha256(text: str) -> str:
