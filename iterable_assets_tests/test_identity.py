@@ -34,11 +34,14 @@ def typed_project(project, project_type: str):
     return project
 
 
+def run_forget_step(project) -> None:
+    job = forget.build_forget_job(project.project())
+    assert job.execute_in_process(instance=project.instance, resources=project.resources()).success
+
+
 def sync(project, days: tuple[str, str] = DAYS) -> None:
     """A daily run: the forget step, the catalog and lists, every list's members, then users and events."""
-    forget_job = forget.build_forget_job(project.project())
-    forget_run = forget_job.execute_in_process(instance=project.instance, resources=project.resources())
-    assert forget_run.success
+    run_forget_step(project)
     project.materialize(["lists", "templates", "campaigns", "channels", "message_types"])
     for key in project.instance.get_dynamic_partitions("iterable_lists"):
         project.materialize(["list_users"], partition_key=key)
@@ -90,10 +93,7 @@ def stored_members(project) -> Counter:
 
 
 def person_checks(project) -> dict:
-    results = {}
-    for table in PEOPLE:
-        results.update({k: v for k, v in run_checks(project, table).items() if k[1] != "latest_day_fresh"})
-    return results
+    return {k: v for k, v in run_checks(project, *PEOPLE).items() if k[1] != "latest_day_fresh"}
 
 
 @pytest.mark.parametrize("project_type", EACH_TYPE)
@@ -166,7 +166,7 @@ def test_forgotten_users_leave_every_table_at_the_next_daily_run_and_never_come_
     for identifier in identifiers:
         ds.forget(identifier)
     project.simulator.clear_log()
-    sync(project)  # the next daily run
+    run_forget_step(project)  # the next daily run's first step: the tables are clean before anything loads
     assert set(rows_of_victims().values()) == {0}
     forgotten_requests = [r for r in project.simulator.request_log if r.path.startswith("/api/users/forgotten")]
     assert len(forgotten_requests) == 2  # auto: both lists asked once, by the forget step
@@ -203,11 +203,7 @@ def test_forgotten_users_leave_every_table_at_the_next_daily_run_and_never_come_
     # unforgotten: the hash leaves the list, what was purged stays purged, new events load again
     project.query(f'DELETE FROM iterable.email_open WHERE "{column}" = ?', [identifiers[0]])
     ds.unforget(identifiers[0])
-    assert (
-        forget.build_forget_job(project.project())
-        .execute_in_process(instance=project.instance, resources=project.resources())
-        .success
-    )
+    run_forget_step(project)
     assert project.query("SELECT count(*) FROM iterable._forgotten WHERE unforgotten_at IS NOT NULL")[0][0] >= 1
     project.materialize(["users"], days=DAYS)  # what Iterable erased stays erased
     assert rows_of_victims()["users"] == 0
