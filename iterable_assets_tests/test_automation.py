@@ -30,10 +30,9 @@ def test_every_table_has_a_daily_schedule_on_by_default():
 
 
 def exports_tick(defs, *when):
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(*when, 3, 0, tzinfo=timezone.utc)
-        )
+    with dg.instance_for_test() as instance, dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=datetime(*when, 3, 0, tzinfo=timezone.utc)
+    ) as context:  # closed, or the context leaves the dead instance's state storage behind for later tests
         return schedule(defs, "iterable_exports_daily")(context)
 
 
@@ -70,10 +69,10 @@ def test_a_late_event_is_loaded_by_the_next_scheduled_run_with_one_request_per_s
 def test_list_users_schedule_requests_one_run_per_list():
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(LISTS_PARTITIONS, ["11", "12"])
-        context = dg.build_schedule_context(
+        with dg.build_schedule_context(
             instance=instance, scheduled_execution_time=datetime(2024, 3, 10, 2, 30, tzinfo=timezone.utc)
-        )
-        requests = schedule(DEFS, "iterable_list_users_daily")(context)
+        ) as context:
+            requests = schedule(DEFS, "iterable_list_users_daily")(context)
     assert sorted(r.partition_key for r in requests) == ["11", "12"]
 
 
