@@ -13,10 +13,19 @@
           with the simulator enforcing a compressed limit (4 exports per 6 s) and the project
           configured to match; reported: wall time against the floor the limit allows, and the
           429s received.
+  backfill: a year of export tables (--streams: default, all, or both as `default,all`) through
+          `iterable-assets sync`, once by data.json (ITERABLE_EXPORT_MODE=sync) and once by export
+          jobs (=jobs), against one simulator enforcing both sets of Iterable's limits: 4 data.json
+          requests a minute; 1 `start` and 1 `files` request a second, 4 jobs running, the job-time
+          model of iterable_simulator/export_jobs.py. Time is compressed by --compress (limits and the
+          job model alike; local parsing and loading are not). Reported per run: requests, jobs, the
+          time to the first request (Dagster's setup), the wall time, and the mode's floor under its
+          limits; and each figure times --compress, Iterable's minutes.
 
 Usage: python bench/benchmark.py ingest [--records 500000] [--repeat 3]
        python bench/benchmark.py budget [--repeat 1] [--streams all]
        python bench/benchmark.py pages [--mb 820] [--repeat 3]
+       python bench/benchmark.py backfill [--streams default,all] [--days 365] [--compress 10]
 """
 
 import argparse
@@ -280,6 +289,83 @@ def budget(repeat: int, days: int, window_days: int, streams: str) -> None:
     print(f"| {requests_needed} | {floor:.1f} | {span:.1f} | {span / floor:.3f} | {wall:.1f} | {sum(all_429)} |")
 
 
+# ---- backfill: data.json against export jobs --------------------------------------------------------
+def backfill(streams_choices: list[str], days: int, compress: float) -> None:
+    from iterable_assets.catalog.kinds import Export
+    from iterable_assets.catalog.streams import EXPORT_PATH, select_streams
+    from iterable_simulator import Dataset, ExportJobsConfig, Simulator, SimulatorConfig
+
+    second = 1 / compress
+    jobs_config = ExportJobsConfig(
+        time_scale=second, start_limit=(1, second), files_limit=(1, second), cancel_limit=(1, second)
+    )
+    dataset = Dataset(SimulatorConfig(seed=9, start=DAY, end=DAY + timedelta(days=days), events_per_day=50))
+    last = DAY + timedelta(days=days - 1)
+    rows = []
+    with Simulator(
+        dataset, api_keys={"bench-key": "full"}, rate_limits={"export": (4, 60 * second)}, export_jobs=jobs_config
+    ) as sim:
+        for streams in streams_choices:
+            exports = [s for s in select_streams(streams) if isinstance(s, Export)]
+            for mode in ("sync", "jobs"):
+                sim.clear_log()
+                with tempfile.TemporaryDirectory() as tmp:
+                    tmp = Path(tmp)
+                    (tmp / "home").mkdir()
+                    (tmp / "home" / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+                    env = dict(
+                        os.environ,
+                        DAGSTER_HOME=str(tmp / "home"),
+                        ITERABLE_API_KEY="bench-key",
+                        ITERABLE_BASE_URL=sim.base_url,
+                        ITERABLE_START_DATE=DAY.isoformat(),
+                        ITERABLE_RATE_WINDOW_SECONDS=str(60 * second),
+                        ITERABLE_EXPORT_REQUESTS_PER_MINUTE=str(4 * compress),
+                        ITERABLE_EXPORT_JOB_REQUESTS_PER_MINUTE=str(60 * compress),
+                        ITERABLE_EXPORT_MODE=mode,
+                        ITERABLE_DUCKDB_PATH=str(tmp / "w.duckdb"),
+                        ITERABLE_STREAMS=streams,
+                    )
+                    jobs_before = len(sim.export_jobs.jobs())
+                    started, wall_started = time.monotonic(), time.time()
+                    done = subprocess.run(
+                        [str(Path(sys.executable).parent / "iterable-assets"), "sync", "--select",
+                         ",".join(s.name for s in exports), "--start", DAY.isoformat(), "--end", last.isoformat()],
+                        env=env, capture_output=True, text=True, cwd=tmp,
+                    )  # fmt: skip
+                    wall = time.monotonic() - started
+                    if done.returncode != 0:
+                        raise SystemExit(f"{mode} {streams} failed:\n{done.stdout}\n{done.stderr}")
+                log = [r for r in sim.request_log if r.path.startswith("/api/export/")]
+                data_json = [r for r in log if r.path == f"/api/{EXPORT_PATH}" and r.status == 200]
+                starts = [r for r in log if r.path == "/api/export/start" and r.status == 200]
+                files = [r for r in log if r.path.endswith("/files") and r.status == 200]
+                first = min((r.wall for r in data_json + starts), default=wall_started) - wall_started
+                jobs = sim.export_jobs.jobs()[jobs_before:]
+                if mode == "sync":
+                    floor = (math.ceil(len(data_json) / 4) - 1) * 60 * second
+                    requests = f"{len(data_json)} data.json"
+                else:  # the model: the tables one after another, each table's jobs at once (4 slots)
+                    model = sum(_job_seconds(j, jobs_config) for j in jobs) / min(4, max(1, len(jobs) // len(exports)))
+                    floor = max((len(starts) - 1) * second, (len(files) - 1) * second, model)
+                    requests = f"{len(starts)} start + {len(files)} files"
+                refused = sum(1 for r in log if r.status == 429)
+                rows.append((streams, mode, requests, len(jobs), first, wall, floor, refused))
+                print(f"  {streams} by {mode}: {requests}, {len(jobs)} jobs, first request after {first:.1f} s, "
+                      f"wall {wall:.1f} s, floor {floor:.1f} s, 429s {refused}", flush=True)  # fmt: skip
+    print(f"| tables | mode | requests | jobs | first request s | wall s | floor s | wall x {compress:g} (min) | "
+          f"floor x {compress:g} (min) | 429s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for streams, mode, requests, jobs, first, wall, floor, refused in rows:
+        print(f"| {streams} | {mode} | {requests} | {jobs} | {first:.1f} | {wall:.1f} | {floor:.1f} | "
+              f"{wall * compress / 60:.1f} | {floor * compress / 60:.1f} | {refused} |")  # fmt: skip
+
+
+def _job_seconds(job, config) -> float:
+    """A job's modelled processing time: setup, then its records at the modelled rate."""
+    return (config.start_seconds + job.records / config.records_per_second) * config.time_scale
+
+
 CHILDREN = {  # the measured processes: `benchmark.py _name args...` prints one JSON line
     "_baseline": child_baseline,
     "_asset": child_asset,
@@ -293,20 +379,23 @@ def main() -> None:
         print(json.dumps(CHILDREN[sys.argv[1]](*sys.argv[2:])))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["ingest", "budget", "pages", "all"])
+    parser.add_argument("which", choices=["ingest", "budget", "pages", "backfill", "all"])
     parser.add_argument("--records", type=int, default=500_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--days", type=int, default=28)
+    parser.add_argument("--days", type=int, help="budget: days (default 28); backfill: days (default 365)")
     parser.add_argument("--window-days", type=int, default=7)
     parser.add_argument("--streams", default="default", help="budget: ITERABLE_STREAMS (default, all, or names)")
     parser.add_argument("--mb", type=int, default=820)
+    parser.add_argument("--compress", type=float, default=10.0, help="backfill: how much faster than Iterable's time")
     args = parser.parse_args()
     if args.which in ("ingest", "all"):
         ingest(args.records, args.repeat)
     if args.which in ("pages", "all"):
         pages(args.mb, args.repeat)
     if args.which in ("budget", "all"):
-        budget(args.repeat, args.days, args.window_days, args.streams)
+        budget(args.repeat, args.days or 28, args.window_days, args.streams)
+    if args.which == "backfill":
+        backfill(args.streams.split(","), args.days or 365, args.compress)
 
 
 if __name__ == "__main__":

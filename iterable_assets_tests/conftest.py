@@ -48,9 +48,11 @@ def utc(*args) -> datetime:
     return datetime(*args, tzinfo=timezone.utc)
 
 
-# The settings tests run with: compressed rate windows, short timeouts, near-zero backoff.
+# The settings tests run with: compressed rate windows, short timeouts, near-zero backoff; data.json
+# (whose requests most tests count) unless a test chooses export jobs (test_export_jobs.py).
 TEST_ENV = {"ITERABLE_EXPORT_REQUESTS_PER_MINUTE": "600", "ITERABLE_LIST_USERS_REQUESTS_PER_MINUTE": "600",
-            "ITERABLE_CAMPAIGN_METRICS_REQUESTS_PER_MINUTE": "600",
+            "ITERABLE_CAMPAIGN_METRICS_REQUESTS_PER_MINUTE": "600", "ITERABLE_EXPORT_JOB_REQUESTS_PER_MINUTE": "1200",
+            "ITERABLE_EXPORT_MODE": "sync",
             "ITERABLE_RATE_WINDOW_SECONDS": "1", "ITERABLE_REQUEST_TIMEOUT_SECONDS": "5",
             "ITERABLE_RETRY_ATTEMPTS": "4", "ITERABLE_RETRY_BACKOFF_SECONDS": "0.01"}  # fmt: skip
 
@@ -102,6 +104,7 @@ class Project:
         partition_key: str | None = None,
         days: tuple[str, str] | None = None,
         raise_on_error: bool = True,
+        tags: dict | None = None,
     ):
         project = self.project()
         assets, checks = build_assets(project), build_checks(project)
@@ -115,7 +118,10 @@ class Project:
             instance=self.instance,
             resources=self.resources(),
             partition_key=partition_key,
-            tags=range_tags(date.fromisoformat(days[0]), date.fromisoformat(days[1])) if days else {},
+            tags={
+                **(range_tags(date.fromisoformat(days[0]), date.fromisoformat(days[1])) if days else {}),
+                **(tags or {}),
+            },
             raise_on_error=raise_on_error,
         )
 

@@ -30,9 +30,12 @@ def test_every_table_has_a_daily_schedule_on_by_default():
 
 
 def exports_tick(defs, *when):
-    with dg.instance_for_test() as instance, dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=datetime(*when, 3, 0, tzinfo=timezone.utc)
-    ) as context:  # closed, or the context leaves the dead instance's state storage behind for later tests
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime(*when, 3, 0, tzinfo=timezone.utc)
+        ) as context,
+    ):  # closed, or the context leaves the dead instance's state storage behind for later tests
         return schedule(defs, "iterable_exports_daily")(context)
 
 

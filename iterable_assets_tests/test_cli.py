@@ -72,7 +72,7 @@ def test_sync_runs_through_the_instance_and_prints_a_table(project, cli_env):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["table", "rows", "export", "requests", "seconds", "status"]
+    assert lines[0].split() == ["table", "rows", "export", "requests", "export", "jobs", "seconds", "status"]
     assert lines[-1] == (
         "forget step: project type email; 0 forgotten user(s) listed (0 new, 0 unforgotten); 0 row(s) deleted"
     )
@@ -81,7 +81,7 @@ def test_sync_runs_through_the_instance_and_prints_a_table(project, cli_env):
     assert int(rows["email_click"][1]) == sum(
         expected_rows(project, "email_click", "2024-01-02", "2024-01-04").values()
     )
-    assert rows["email_click"][2] == "1" and rows["email_click"][4] == "ok"
+    assert rows["email_click"][2:4] == ["1", "0"] and rows["email_click"][5] == "ok"  # 1 data.json request
     ds = project.dataset
     assert int(rows["list_users"][1]) == sum(len(ds.list_users(x["id"])) for x in ds.lists())
     with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
@@ -198,3 +198,30 @@ def test_a_bad_setting_stops_the_command_with_the_variable_and_value(cli_env):
     result = run([str(BIN / "iterable-assets"), "sync"], dict(cli_env, ITERABLE_WINDOW_DAYS="0"))
     assert result.returncode == 2
     assert "ITERABLE_WINDOW_DAYS='0' is not valid: expected a whole number of days, 1 or more." in result.stderr
+
+
+def test_sync_with_snapshot_users_deletes_the_users_iterable_deleted(project, cli_env):
+    env = dict(cli_env, ITERABLE_EXPORT_JOB_REQUESTS_PER_MINUTE="60")  # the simulator's 1 start, 1 files a second
+    args = [str(BIN / "iterable-assets"), "sync", "--select", "users,email_open", "--start", "2024-01-01"]
+    first = run([*args, "--end", "2024-01-20"], env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    query = (  # a user of the table with events
+        "SELECT email, count(*) FROM iterable.email_open JOIN iterable.users USING (email) "
+        "GROUP BY email ORDER BY count(*) DESC, email LIMIT 1"
+    )
+    [(gone, events)] = project.query(query)
+    users = project.query("SELECT count(*) FROM iterable.users")[0][0]
+    project.dataset.delete_user(gone)
+    # Days the first sync did not load: its rows of the deleted user stay until the snapshot.
+    second = run([*args[:-1], "2024-01-21", "--end", "2024-01-22", "--snapshot-users"], env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    new = len(
+        {r["email"] for r in project.dataset.export_records("user", datetime(2024, 1, 21), datetime(2024, 1, 23))}
+    )
+    assert second.stdout.splitlines()[-1] == (
+        f"user snapshot: {len(project.dataset.users())} user(s) in Iterable's snapshot, {users + new} in the table; "
+        f"1 deleted in Iterable left it, with their rows in {{'email_open': {events}}}"
+    )
+    assert project.query("SELECT count(*) FROM iterable.users WHERE email = ?", [gone]) == [(0,)]
+    refused = run([*args, "--select", "email_open", "--snapshot-users"], env)
+    assert refused.returncode == 2 and "--snapshot-users needs the users table" in refused.stderr

@@ -130,6 +130,9 @@ class CountingStep:
     def partition_window(self):
         return self.window
 
+    def export_mode(self) -> str:
+        return "sync"  # data.json, whose requests it counts (ITERABLE_EXPORT_MODE=auto would use jobs here)
+
     @contextmanager
     def spooled(self):
         yield SimpleNamespace(size=0)

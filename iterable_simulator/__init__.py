@@ -2,6 +2,7 @@
 
 from .data import Dataset, SimulatorConfig
 from .events import EXPORT_DATA_TYPES
+from .export_jobs import ExportJobsConfig
 from .server import Fault, RequestRecord, Simulator
 
-__all__ = ["EXPORT_DATA_TYPES", "Dataset", "Fault", "RequestRecord", "Simulator", "SimulatorConfig"]
+__all__ = ["EXPORT_DATA_TYPES", "Dataset", "ExportJobsConfig", "Fault", "RequestRecord", "Simulator", "SimulatorConfig"]

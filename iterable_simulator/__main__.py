@@ -8,7 +8,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from . import Dataset, Simulator, SimulatorConfig
+from . import Dataset, ExportJobsConfig, Simulator, SimulatorConfig
 from .data import PROJECT_TYPES
 
 
@@ -37,6 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--campaign-metrics-limit", type=_limit, help="e.g. 10/60")
     p.add_argument("--forgotten-limit", type=_limit, help="users/forgotten and forgottenUserIds, e.g. 3/1")
     p.add_argument("--cache-dir", type=Path)
+    jobs = ExportJobsConfig()
+    p.add_argument(
+        "--export-time-scale",
+        type=float,
+        default=jobs.time_scale,
+        help="multiplies every Export Jobs duration (setup, per record, cancel, URL lifetime), e.g. 0.01",
+    )
+    p.add_argument("--export-records-per-second", type=float, default=jobs.records_per_second)
+    p.add_argument("--export-max-running", type=int, default=jobs.max_running)
+    p.add_argument("--export-file-max-bytes", type=int, default=jobs.file_max_bytes)
+    p.add_argument("--export-url-lifetime", type=float, default=jobs.url_lifetime_seconds, help="seconds")
+    p.add_argument("--export-start-limit", type=_limit, help="export/start per organisation (default 1/1)")
+    p.add_argument("--export-files-limit", type=_limit, help="export/{jobId}/files per organisation (default 1/1)")
+    p.add_argument("--export-cancel-limit", type=_limit, help="export cancels per project (default 1/1)")
     args = p.parse_args(argv)
 
     config = SimulatorConfig(
@@ -56,13 +70,30 @@ def main(argv: list[str] | None = None) -> int:
             ("list_users", args.list_users_limit),
             ("campaign_metrics", args.campaign_metrics_limit),
             ("forgotten", args.forgotten_limit),
+            ("export_start", args.export_start_limit),
+            ("export_files", args.export_files_limit),
+            ("export_cancel", args.export_cancel_limit),
         )
         if limit
     }
     # Block the signals before any thread starts so that only sigwait() below receives them.
     signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    with Simulator(Dataset(config), api_keys=keys, host=args.host, port=args.port, rate_limits=limits or None) as sim:
+    export_jobs = ExportJobsConfig(
+        max_running=args.export_max_running,
+        records_per_second=args.export_records_per_second,
+        file_max_bytes=args.export_file_max_bytes,
+        url_lifetime_seconds=args.export_url_lifetime,
+        time_scale=args.export_time_scale,
+    )
+    with Simulator(
+        Dataset(config),
+        api_keys=keys,
+        host=args.host,
+        port=args.port,
+        rate_limits=limits or None,
+        export_jobs=export_jobs,
+    ) as sim:
         print(f"ITERABLE_BASE_URL={sim.base_url}", flush=True)
         signal.sigwait(signals)
     return 0

@@ -25,7 +25,7 @@ from iterable_assets.cli.exits import Exit
 from iterable_assets.cli.main import ENV_FILE, dagster_dev, ensure_dagster_home, env_project
 from iterable_assets.cli.sync import print_result, sync
 from iterable_assets.orchestration.component import API_KEY_VARIABLE
-from iterable_simulator import Dataset, Simulator, SimulatorConfig
+from iterable_simulator import Dataset, ExportJobsConfig, Simulator, SimulatorConfig
 from iterable_simulator.server import RATE_LIMIT_FAMILIES
 
 DEMO_KEY = "demo-key"
@@ -59,7 +59,11 @@ def simulated_project():
     }
     today = datetime.now(timezone.utc).date()
     config = SimulatorConfig(seed=7, start=defaults.start_date, end=today, events_per_day=300, users=3000)
-    return Simulator(Dataset(config), api_keys={DEMO_KEY: "full"}, rate_limits=limits), env
+    second = 1 / DEMO_TIME_FACTOR  # export jobs: their 1-per-second limits and processing time, compressed alike
+    jobs = ExportJobsConfig(
+        time_scale=second, start_limit=(1, second), files_limit=(1, second), cancel_limit=(1, second)
+    )
+    return Simulator(Dataset(config), api_keys={DEMO_KEY: "full"}, rate_limits=limits, export_jobs=jobs), env
 
 
 def _simulator_env(simulator, env: dict) -> dict:

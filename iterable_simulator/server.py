@@ -1,8 +1,10 @@
-"""An HTTP server that speaks the Iterable REST API (GET endpoints) on loopback.
+"""An HTTP server that speaks the Iterable REST API on loopback.
 
 Behaviour follows shared research notes on the real API: auth headers, error bodies, chunked
 NDJSON exports, legacy unpaginated resources, per-endpoint rate limits, the 2048-character URI
-limit. Fault injection lets tests provoke the failures real clients must survive.
+limit, and the asynchronous Export Jobs API (POST /api/export/start, GET /api/export/{jobId}/files,
+DELETE /api/export/{jobId}, GET /api/export/jobs, and the pre-signed file URLs; its processing model
+is in export_jobs.py). Fault injection lets tests provoke the failures real clients must survive.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NamedTuple
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
@@ -29,6 +32,7 @@ from iterable_assets.catalog.streams import MESSAGE_MEDIUMS, TEMPLATE_TYPES
 
 from .data import Dataset
 from .events import canonical_data_type
+from .export_jobs import FILES_PATH, JSON_STREAM, ExportJobs, ExportJobsConfig, NotCancellable, UnknownJob
 
 
 def error_body(msg: str, code: str, params: dict | None = None) -> bytes:
@@ -59,8 +63,20 @@ RATE_LIMIT_FAMILIES = {  # family -> its first route (the "forgotten" family als
     "list_users": "/api/lists/getUsers",
     "campaign_metrics": "/api/campaigns/metrics",
     "forgotten": "/api/users/forgotten",
+    # Export Jobs: on by default at Iterable's 1/s (ExportJobsConfig); start and files per organisation (the
+    # whole simulator), cancel per project (API key)
+    "export_start": "/api/export/start",
+    "export_files": "/api/export/{jobId}/files",
+    "export_cancel": "/api/export/{jobId}",
 }
-_FULL_ACCESS_ONLY = {"export", "list_users"}  # families a read-only key gets 401 on
+_FULL_ACCESS_ONLY = {"export", "list_users"}  # families a read-only key gets 401 on (and every /api/export/ route)
+_PER_PROJECT = {"export_cancel"}  # families with a window per API key
+_EXPORT_JOB_ROUTES = (  # (method, path, Simulator method, rate-limit family)
+    ("POST", re.compile(r"/api/export/start"), "_export_start", "export_start"),
+    ("GET", re.compile(r"/api/export/jobs"), "_export_jobs", None),
+    ("GET", re.compile(r"/api/export/(\d+)/files"), "_export_files", "export_files"),
+    ("DELETE", re.compile(r"/api/export/(\d+)"), "_export_cancel", "export_cancel"),
+)
 # A longer request-target (path and query) gets 414 (seen on experiments/metrics since 2026-03). Text, not
 # Iterable's JSON msg/code: the message is an HTTP server layer's wording, which answers before the API code
 # (the one that writes JSON errors) sees the request. The exact body and content type are unverified.
@@ -127,8 +143,9 @@ class RequestRecord(NamedTuple):
     monotonic: float
     wall: float
     path: str
-    params: Query  # first value of each query parameter
+    params: Query  # first value of each query parameter, and a POST's JSON body fields
     status: int
+    method: str = "GET"
 
 
 class _ApiError(Exception):
@@ -177,7 +194,13 @@ def _json(obj) -> tuple[int, str, bytes, dict]:
 
 
 class Simulator:
-    """Serve a Dataset over HTTP. Usable as a context manager (start/stop)."""
+    """Serve a Dataset over HTTP. Usable as a context manager (start/stop).
+
+    ``export_jobs`` configures the Export Jobs API (ExportJobsConfig: slots, timings, file size, URL
+    lifetime, and its three rate limits, on by default); the ``export_jobs`` attribute is then the
+    organisation's jobs (ExportJobs), with their fault injection and inspection. ``rate_limits`` entries
+    override the config's limits.
+    """
 
     def __init__(
         self,
@@ -186,18 +209,20 @@ class Simulator:
         host: str = "127.0.0.1",
         port: int = 0,
         rate_limits: dict[str, tuple[int, float]] | None = None,
+        export_jobs: ExportJobsConfig | None = None,
     ):
         unknown = set(rate_limits or ()) - set(RATE_LIMIT_FAMILIES)
         if unknown:
             raise ValueError(f"unknown rate limit families {unknown}; expected {set(RATE_LIMIT_FAMILIES)}")
         self.dataset = dataset
         self.api_keys = dict(api_keys if api_keys is not None else {"test-key": "full"})  # key -> "full" | "read_only"
-        self.rate_limits = dict(rate_limits or {})
+        self.export_jobs = ExportJobs(dataset, export_jobs)
+        self.rate_limits = {**self.export_jobs.config.rate_limits(), **(rate_limits or {})}
         self.request_log: list[RequestRecord] = []
         self._host, self._port = host, port
         self._lock = threading.Lock()
         self._faults: list[list] = []  # [fault, remaining uses or None]
-        self._hits = {family: deque() for family in RATE_LIMIT_FAMILIES}
+        self._hits: dict[tuple[str, str | None], deque] = {}  # (family, API key or None) -> request times
         self._connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -230,10 +255,12 @@ class Simulator:
         return self
 
     def stop(self) -> None:
+        """Stop serving, end the export jobs and delete their files."""
         if self._server is None:
             return
         self._server.shutdown()
         self._server.server_close()
+        self.export_jobs.close()
         with self._lock:
             connections = list(self._connections)
         for conn in connections:  # wake handler threads idling on keep-alive connections
@@ -293,13 +320,13 @@ class Simulator:
         with self._lock:
             self.request_log.clear()
 
-    def _allow(self, family: str) -> bool:
-        """Sliding-window limit; rejected requests do not count."""
+    def _allow(self, family: str, scope: str | None = None) -> bool:
+        """Sliding-window limit (one window per ``scope``); rejected requests do not count."""
         if family not in self.rate_limits:
             return True
         count, period = self.rate_limits[family]
         with self._lock:
-            now, hits = time.monotonic(), self._hits[family]
+            now, hits = time.monotonic(), self._hits.setdefault((family, scope), deque())
             while hits and hits[0] <= now - period:
                 hits.popleft()
             if len(hits) >= count:
@@ -309,25 +336,43 @@ class Simulator:
 
     # ---- request handling ---------------------------------------------------------------------
 
-    def _respond(self, path: str, params: dict, headers, host: str) -> tuple[int, str, bytes | Iterator[bytes], dict]:
-        """(status, content type, body, extra headers) for a request without faults."""
-        route = self._routes.get(path)
-        if route is None and path.startswith("/api/metadata/"):
-            route = (self._metadata, None)
+    def _respond(
+        self, path: str, params: dict, headers, host: str, method: str = "GET", bad_body: bool = False
+    ) -> tuple[int, str, bytes | Iterator[bytes], dict]:
+        """(status, content type, body, extra headers) for a request without faults. ``bad_body``: a POST
+        whose body is not a JSON object."""
+        if path.startswith(FILES_PATH):  # the file host: no API key, S3's errors
+            return self.export_jobs.download(method, path, params, headers)
+        key = headers.get("Api-Key") or headers.get("api_key") or params.get("api_key")
+        route = self._route(method, path, key)
         if route is None:
             return 404, "application/json", _NOT_FOUND, {}
         fn, family = route
-        role = self.api_keys.get(headers.get("Api-Key") or headers.get("api_key") or params.get("api_key"))
+        role = self.api_keys.get(key)
         if role is None:
             return 401, "application/json", _BAD_KEY, {}
-        if family in _FULL_ACCESS_ONLY and role != "full":
+        if (family in _FULL_ACCESS_ONLY or path.startswith("/api/export/")) and role != "full":
             return 401, "application/json", _NO_PERMISSION, {}
-        if family and not self._allow(family):
+        if family and not self._allow(family, key if family in _PER_PROJECT else None):
             return 429, "application/json", _RATE_LIMITED, {}
+        if bad_body:
+            return 400, "application/json", error_body("Could not parse the request body as JSON", "BadJsonBody"), {}
         try:
             return fn(path, params, host)
         except _ApiError as e:
             return e.status, "application/json", e.body, {}
+
+    def _route(self, method: str, path: str, key: str | None) -> tuple | None:
+        """(handler(path, params, host), rate-limit family) for the request, or None."""
+        for route_method, pattern, name, family in _EXPORT_JOB_ROUTES:
+            if route_method == method and (m := pattern.fullmatch(path)):
+                return partial(getattr(self, name), key, *m.groups()), family
+        if method != "GET":
+            return None
+        route = self._routes.get(path)
+        if route is None and path.startswith("/api/metadata/"):
+            route = (self._metadata, None)
+        return route
 
     def _channels(self, path, params, host):
         return _json({"channels": self.dataset.channels()})
@@ -418,6 +463,55 @@ class Simulator:
             raise _bad_params(startDateTime=params.get("startDateTime"), endDateTime=params.get("endDateTime"))
         return 200, "application/x-json-stream", self.dataset.export_chunks(name, start, end), {}
 
+    # ---- export jobs (export_jobs.py) ---------------------------------------------------------
+
+    def _export_start(self, key, path, params, host):
+        for field in ("dataTypeName", "outputFormat", "startDateTime", "endDateTime", "onlyFields", "omitFields"):
+            if field in params and not isinstance(params[field], str):
+                raise _bad_params(**{field: params[field]})
+        try:
+            name = canonical_data_type(params.get("dataTypeName"))
+        except ValueError:
+            raise _bad_params(dataTypeName=params.get("dataTypeName")) from None
+        output = params.get("outputFormat")
+        if output == "text/csv":
+            msg = f"The simulator serves {JSON_STREAM} exports only; text/csv is not simulated"
+            raise _ApiError(400, error_body(msg, "BadParams", {"outputFormat": output}))
+        if output != JSON_STREAM:
+            raise _bad_params(outputFormat=output)
+        start = _date_param(params, "startDateTime")
+        if start is None:
+            raise _bad_params(startDateTime=None)
+        # Estuary's client leaves endDateTime out for "until now"
+        end = _date_param(params, "endDateTime") or datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+        fields = {
+            arg: [f.strip() for f in params[field].split(",") if f.strip()] if field in params else None
+            for arg, field in (("only_fields", "onlyFields"), ("omit_fields", "omitFields"))
+        }
+        return _json({"jobId": self.export_jobs.submit(key, name, start, end, **fields)})
+
+    def _export_files(self, key, job_id, path, params, host):
+        try:
+            return _json(self.export_jobs.files_page(key, int(job_id), params.get("startAfter"), host))
+        except UnknownJob:
+            raise _unknown_job(job_id) from None
+
+    def _export_cancel(self, key, job_id, path, params, host):
+        try:
+            self.export_jobs.cancel(key, int(job_id))
+        except UnknownJob:
+            raise _unknown_job(job_id) from None
+        except NotCancellable as e:
+            msg = f"Export job {job_id} is {e} and cannot be cancelled"
+            raise _ApiError(400, error_body(msg, "BadParams", {"jobId": int(job_id)})) from None
+        return 200, "application/json", error_body(f"Cancelling export job {job_id}", "Success"), {}
+
+    def _export_jobs(self, key, path, params, host):
+        try:
+            return _json({"jobs": self.export_jobs.list_jobs(key, params.get("jobState"))})
+        except ValueError:
+            raise _bad_params(jobState=params["jobState"]) from None
+
     def _campaign_metrics(self, path, params, host):
         ids = params.lists.get("campaignId")
         if not ids:
@@ -438,6 +532,11 @@ class Simulator:
         writer.writeheader()
         writer.writerows({k: _number(v) for k, v in row.items()} for row in rows)
         return 200, "text/csv", out.getvalue().encode(), {}
+
+
+def _unknown_job(job_id: str) -> _ApiError:
+    """404 for a job that does not exist or is another project's (the exact body is unverified)."""
+    return _ApiError(404, error_body(f"Export job {job_id} not found", "NotFound", {"jobId": int(job_id)}))
 
 
 def _number(value: int | float) -> str:
@@ -545,10 +644,31 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
+        self._handle("GET")
+
+    def do_POST(self):
+        self._handle("POST")
+
+    def do_DELETE(self):
+        self._handle("DELETE")
+
+    def _handle(self, method: str):
         sim, arrived, wall = self.sim, time.monotonic(), time.time()
         url = urlsplit(self.path)
         path = unquote(url.path)
-        params = Query(parse_qs(url.query, keep_blank_values=True))
+        lists = parse_qs(url.query, keep_blank_values=True)
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))  # read even if unused: keep-alive
+        bad_body = False
+        if method == "POST":
+            try:
+                fields = json.loads(raw) if raw.strip() else {}
+            except ValueError:
+                fields = None
+            if isinstance(fields, dict):
+                lists.update((name, [value]) for name, value in fields.items())
+            else:
+                bad_body = True
+        params = Query(lists)
         too_long = len(self.path) > _MAX_URI  # self.path: the request-target as sent
         fault = None if too_long else sim._take_fault(path, params)
         if too_long:
@@ -558,11 +678,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             try:
                 host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
-                response = sim._respond(path, params, self.headers, host)
+                response = sim._respond(path, params, self.headers, host, method, bad_body)
             except Exception:  # a simulator bug: answer like Iterable's generic 500 rather than dropping the socket
                 traceback.print_exc()
                 response = 500, "application/json", _DEFAULT_BODIES[500], {}
-        sim._log(RequestRecord(arrived, wall, path, params, response[0]))
+        sim._log(RequestRecord(arrived, wall, path, params, response[0], method))
         self._send(*response, fault)
 
     def _send(self, status: int, content_type: str, body, headers: dict, fault: Fault | None):

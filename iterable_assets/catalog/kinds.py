@@ -24,6 +24,7 @@ from iterable_assets.catalog.clock import epoch_ms, midnight, utc
 TIMESTAMPTZ = "TIMESTAMP WITH TIME ZONE"
 REQUEST_FORMAT = "%Y-%m-%d %H:%M:%S"  # how Iterable's parameters write a moment (UTC)
 PAGE_SIZE = 1000
+JOBS_FROM_WINDOWS = 3  # auto mode: a range that needs this many data.json requests or more uses export jobs
 
 EVENTS_GROUP = "iterable_events"
 CATALOG_GROUP = "iterable_catalog"
@@ -55,6 +56,8 @@ class Step(Protocol):
 
     def log(self, message: str) -> None: ...
     def project_type(self) -> str: ...
+    def export_mode(self) -> str: ...  # ITERABLE_EXPORT_MODE, or the run's tag (the deep re-scan: jobs)
+    def export_jobs(self) -> Any: ...  # extract.export_jobs.ExportJobs
     def partition_window(self) -> tuple[datetime, datetime]: ...
     def partition_key(self) -> str: ...
     def spooled(self) -> Any: ...  # a context manager: a fresh NDJSON spool in a temporary folder
@@ -110,6 +113,10 @@ class Stream:
         """Read from Iterable and load the table; returns what the run tells Dagster about it."""
         raise NotImplementedError
 
+    def rescanned(self) -> bool:
+        """Whether the weekly deep re-scan reads its recent days again (late and erased events)."""
+        return False
+
 
 def windows(start: datetime, end: datetime, days: int) -> Iterator[tuple[datetime, datetime]]:
     """Cut [start, end) into consecutive windows of at most `days` days."""
@@ -125,9 +132,15 @@ class Export(Stream):
     Its table is partitioned by UTC day of `replication_key`, and a run replaces exactly its days."""
 
     data_type_name: str
+    # The weekly full snapshot (one export job over all time) tells its deleted records (users); the
+    # others are events, whose late and erased rows the weekly deep re-scan of recent days finds.
+    snapshot: bool = False
     write: ClassVar[str] = "window"
     stage: ClassVar[Stage] = Stage.EXPORTS
     partitioning: ClassVar[Partitioning] = Partitioning.DAILY
+
+    def rescanned(self) -> bool:
+        return not self.snapshot
 
     def describe(self) -> str:
         return (
@@ -142,27 +155,70 @@ class Export(Stream):
             "endDateTime": utc(end).strftime(REQUEST_FORMAT),
         }
 
+    def by_jobs(self, step: Step, start: datetime, end: datetime) -> bool:
+        """Whether [start, end) is read through export jobs: always in `jobs` mode, in `auto` mode when
+        data.json would take JOBS_FROM_WINDOWS requests or more (the daily run takes one)."""
+        mode = step.export_mode()
+        requests = len(list(windows(start, end, step.client.window_days)))
+        return mode == "jobs" or (mode == "auto" and requests >= JOBS_FROM_WINDOWS)
+
     def materialize(self, step: Step) -> dict:
         project_type = step.project_type() if self.keys_by_project_type else None
         keyed = self.for_project(project_type) if project_type else self  # users: keyed by the project's identity
+        start, end = step.partition_window()
+        if self.by_jobs(step, start, end):
+            metadata = self._read_by_jobs(step, keyed, start, end)
+        else:
+            metadata = self._read_by_windows(step, keyed, start, end)
+        if project_type:
+            metadata.update(project_type=project_type, primary_key=", ".join(keyed.primary_key))
+        return metadata
+
+    def _read_by_jobs(self, step: Step, keyed: Stream, start: datetime, end: datetime) -> dict:
+        """The range as export jobs (run at once, a piece each), loaded as one replacement."""
+        started = time.monotonic()
+        with step.spooled() as spool:
+            jobs = step.export_jobs().export(self.data_type_name, start, end, spool)
+            downloaded = time.monotonic()
+            loaded = step.load_ndjson(keyed, spool, step.Scope.window(self.replication_key, start, end))
+        step.log(
+            f"{self.name} [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) by {jobs.jobs_started} export job(s): "
+            f"{loaded.rows} rows loaded, {loaded.replaced} replaced"
+        )
+        return {
+            "export_mode": "jobs",
+            "rows_loaded": loaded.rows,
+            "export_jobs": jobs.jobs_started,
+            "export_jobs_failed": jobs.jobs_failed,
+            "export_jobs_truncated": jobs.jobs_truncated,
+            "export_files": jobs.files,
+            "bytes_downloaded": spool.size,
+            "rejected_lines": loaded.rejected,
+            "download_seconds": round(downloaded - started, 3),  # includes the jobs' processing
+            "load_seconds": round(time.monotonic() - downloaded, 3),
+        }
+
+    def _read_by_windows(self, step: Step, keyed: Stream, start: datetime, end: datetime) -> dict:
+        """The range as `data.json` requests of at most ITERABLE_WINDOW_DAYS, each loaded as it comes."""
         requests_before = step.client.requests_made(self.path)
         rows = count = size = rejected = 0
         download_seconds = load_seconds = 0.0
-        for start, end in windows(*step.partition_window(), step.client.window_days):
+        for first, last in windows(start, end, step.client.window_days):
             started = time.monotonic()
             with step.spooled() as spool:
-                step.client.download(self.path, self.request(start, end), spool, self.rate_family)
+                step.client.download(self.path, self.request(first, last), spool, self.rate_family)
                 downloaded = time.monotonic()
-                loaded = step.load_ndjson(keyed, spool, step.Scope.window(self.replication_key, start, end))
+                loaded = step.load_ndjson(keyed, spool, step.Scope.window(self.replication_key, first, last))
                 size += spool.size
             download_seconds += downloaded - started
             load_seconds += time.monotonic() - downloaded
             rows, rejected, count = rows + loaded.rows, rejected + loaded.rejected, count + 1
             step.log(
-                f"{self.name} [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}): "
+                f"{self.name} [{first:%Y-%m-%d %H:%M}, {last:%Y-%m-%d %H:%M}): "
                 f"{loaded.rows} rows loaded, {loaded.replaced} replaced"
             )
-        metadata = {
+        return {
+            "export_mode": "sync",
             "rows_loaded": rows,
             "export_requests": step.client.requests_made(self.path) - requests_before,
             "windows": count,
@@ -171,9 +227,6 @@ class Export(Stream):
             "download_seconds": round(download_seconds, 3),  # includes waiting for the rate budget
             "load_seconds": round(load_seconds, 3),
         }
-        if project_type:
-            metadata.update(project_type=project_type, primary_key=", ".join(keyed.primary_key))
-        return metadata
 
 
 @dataclass(frozen=True, kw_only=True)

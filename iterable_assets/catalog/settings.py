@@ -16,8 +16,12 @@ from urllib.parse import urlparse
 
 from iterable_assets.catalog.streams import (
     EXPORT_FAMILY,
+    EXPORT_MODES,
     FORGOTTEN_FAMILY,
     GET_USERS_FAMILY,
+    JOB_CANCEL_FAMILY,
+    JOB_FILES_FAMILY,
+    JOB_START_FAMILY,
     METRICS_FAMILY,
     PROJECT_TYPES,
     STREAMS_BY_NAME,
@@ -82,6 +86,12 @@ def _project_type(text: str) -> str:
     return text.lower()
 
 
+def _export_mode(text: str) -> str:
+    if text.lower() not in EXPORT_MODES:
+        raise ValueError
+    return text.lower()
+
+
 def _http_url(text: str) -> str:
     parsed = urlparse(text)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -136,6 +146,19 @@ class Settings:
     forgotten_requests_per_minute: float = _variable(
         "ITERABLE_FORGOTTEN_REQUESTS_PER_MINUTE", "180", _positive_float, REQUESTS_PER_MINUTE
     )
+    export_mode: str = _variable(
+        "ITERABLE_EXPORT_MODE",
+        "auto",
+        _export_mode,
+        "auto (export jobs for long ranges, data.json for the daily run), sync (data.json only) or jobs",
+    )
+    export_jobs_max: int = _variable(
+        "ITERABLE_EXPORT_JOBS_MAX", "4", _positive_int, "a whole number of export jobs, 1 or more"
+    )
+    export_job_requests_per_minute: float = _variable(
+        "ITERABLE_EXPORT_JOB_REQUESTS_PER_MINUTE", "60", _positive_float, REQUESTS_PER_MINUTE
+    )
+    rescan_days: int = _variable("ITERABLE_RESCAN_DAYS", "30", _positive_int, "a whole number of days, 1 or more")
     streams: tuple[Stream, ...] = _variable(
         "ITERABLE_STREAMS",
         "default",
@@ -167,6 +190,9 @@ class Settings:
             GET_USERS_FAMILY: self.list_users_requests_per_minute,
             METRICS_FAMILY: self.campaign_metrics_requests_per_minute,
             FORGOTTEN_FAMILY: self.forgotten_requests_per_minute,
+            JOB_START_FAMILY: self.export_job_requests_per_minute,
+            JOB_FILES_FAMILY: self.export_job_requests_per_minute,
+            JOB_CANCEL_FAMILY: self.export_job_requests_per_minute,
         }
 
 

@@ -25,12 +25,23 @@ EXPORT_FAMILY = "export"
 GET_USERS_FAMILY = "getUsers"
 METRICS_FAMILY = "campaignMetrics"
 FORGOTTEN_FAMILY = "forgotten"
+# The Export Jobs API: `start` and `files` are limited per organisation (every project in it), so their
+# budgets are shared by every project on the same Iterable host; cancelling is per project.
+JOB_START_FAMILY = "exportJobStart"
+JOB_FILES_FAMILY = "exportJobFiles"
+JOB_CANCEL_FAMILY = "exportJobCancel"
+ORGANISATION_FAMILIES = (JOB_START_FAMILY, JOB_FILES_FAMILY)
+PER_SECOND_FAMILIES = (JOB_START_FAMILY, JOB_FILES_FAMILY, JOB_CANCEL_FAMILY)  # limited per second, not minute
+EXPORT_MODES = ("auto", "sync", "jobs")
 
 # How a project identifies its users, chosen when it is created (ITERABLE_PROJECT_TYPE): by email, by
 # email and userId (hybrid), or by userId. Hybrid and userID-based projects give every user an
 # `itblUserId`, the one identifier every user has there.
 PROJECT_TYPES = ("email", "hybrid", "userid")
 IDENTITY_COLUMNS = ("email", "userId")  # how a row names its user, in every table that holds people
+# The identifiers that tell one user from another, by project type: a userId is not unique in email-based
+# projects, nor an email in userID-based ones; in hybrid ones each is unique where present.
+UNIQUE_IDENTIFIERS = {"email": ("email",), "hybrid": ("email", "userId"), "userid": ("userId",)}
 
 
 @dataclass(frozen=True)
@@ -177,6 +188,9 @@ STREAMS: tuple[Stream, ...] = (
         # The reference connector's (Singer tap-iterable) renames, kept so both keys survive
         # in a case-insensitive database.
         renames={"Industry": "_industry", "offers.Intro APR": "_offers.intro APR"},
+        # Deletions show in a full snapshot (weekly), not in a re-scan of days: the export selects
+        # users by their last update.
+        snapshot=True,
     ),
 )
 

@@ -17,6 +17,8 @@ from iterable_assets.orchestration.forget import Forgotten
 from iterable_assets.orchestration.plan import plan, range_tags
 from iterable_assets.orchestration.project import IterableProject
 from iterable_assets.orchestration.recovery import recover_dead_runs
+from iterable_assets.orchestration.snapshot import JOB_NAME as SNAPSHOT_JOB
+from iterable_assets.orchestration.snapshot import Snapshot
 
 SILENT_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -25,7 +27,8 @@ SILENT_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 class TableReport:
     table: str
     rows: int = 0
-    export_requests: int = 0
+    export_requests: int = 0  # data.json
+    export_jobs: int = 0
     seconds: float = 0.0
     status: str = ""  # ok, FAILED, or "skipped (why)"; empty until a run has had its step
 
@@ -65,9 +68,10 @@ def _record_run(
         if event.step_key in counted or table not in reports:
             continue
         counted.add(event.step_key)
-        requests = event.step_materialization_data.materialization.metadata.get("export_requests")
-        if requests is not None:
-            reports[table].export_requests += requests.value
+        metadata = event.step_materialization_data.materialization.metadata
+        for name in ("export_requests", "export_jobs"):
+            if name in metadata:
+                setattr(reports[table], name, getattr(reports[table], name) + metadata[name].value)
     return [
         Failure(tables.get(event.step_key, event.step_key), *_cause(event.step_failure_data.error))
         for event in result.all_events
@@ -84,6 +88,7 @@ class SyncResult:
     reports: list[TableReport]
     failures: list[Failure]
     forgotten: Forgotten | None = None  # what the forget step found and did (None: it failed)
+    snapshot: Snapshot | None = None  # what the user snapshot found and did (None: not asked for, or failed)
 
     @property
     def stopped_by(self) -> Failure | None:
@@ -97,10 +102,13 @@ class SyncResult:
         return Exit.OK if all(r.status == "ok" for r in self.reports) else Exit.FAILED
 
 
-def sync(project: IterableProject, api_key, tables: list[str], start: date, end: date) -> SyncResult:
+def sync(
+    project: IterableProject, api_key, tables: list[str], start: date, end: date, snapshot_users: bool = False
+) -> SyncResult:
     """Materialize `tables` (and the tables they depend on) through the Dagster instance: the run plan
-    (orchestration/plan.py), with the export days `start`..`end` as one range run. A refused key or an
-    unreachable host stops it: every later table is skipped."""
+    (orchestration/plan.py), with the export days `start`..`end` as one range run; then, with
+    `snapshot_users`, the full user snapshot. A refused key or an unreachable host stops it: every
+    later table is skipped."""
     defs = build_definitions(project, api_key)
     assets = [*defs.assets, *defs.asset_checks]
     reports = {name: TableReport(name) for name in tables}
@@ -133,15 +141,19 @@ def sync(project: IterableProject, api_key, tables: list[str], start: date, end:
         )
         failures.extend(_record_run(instance, result, reports, by_step))
 
-    forget_run = defs.get_job_def(project.name(FORGET_JOB)).execute_in_process(
-        instance=instance, run_config=SILENT_CONSOLE, raise_on_error=False
-    )
-    forgotten = forget_run.output_for_node("forget_users") if forget_run.success else None
-    failures.extend(
-        Failure("forget step", *_cause(event.step_failure_data.error))
-        for event in forget_run.all_events
-        if event.is_step_failure
-    )
+    def run_job(name: str, op: str, what: str):
+        """A job of one op (the forget step, the user snapshot): its output, or None if it failed."""
+        result = defs.get_job_def(project.name(name)).execute_in_process(
+            instance=instance, run_config=SILENT_CONSOLE, raise_on_error=False
+        )
+        failures.extend(
+            Failure(what, *_cause(event.step_failure_data.error))
+            for event in result.all_events
+            if event.is_step_failure
+        )
+        return result.output_for_node(op) if result.success else None
+
+    forgotten = run_job(FORGET_JOB, "forget_users", "forget step")
     # A table's parent runs too: lists give list_users its partitions, campaigns campaign_metrics its ids.
     needed = set(tables) | {project.stream(name).parent for name in tables if project.stream(name).parent}
     for step in plan(tuple(s for s in project.streams if s.name in needed)):
@@ -157,10 +169,11 @@ def sync(project: IterableProject, api_key, tables: list[str], start: date, end:
                 skip([s.name for s in step.streams], stopped() or why)
         else:
             run(step.streams)
+    snapshot = run_job(SNAPSHOT_JOB, "snapshot_users", "user snapshot") if snapshot_users and not stopped() else None
     with warehouse.connect(project.settings.duckdb_path) as con:
         for report in reports.values():
             report.rows = warehouse.row_count(con, project.stream(report.table))
-    return SyncResult([reports[name] for name in tables], failures, forgotten)
+    return SyncResult([reports[name] for name in tables], failures, forgotten, snapshot)
 
 
 def print_result(result: SyncResult) -> None:
@@ -174,8 +187,10 @@ def print_result(result: SyncResult) -> None:
             print(f"{failure.table}: {failure.message}", file=sys.stderr)
     if result.failures:
         print("Each run's full log is in the Dagster UI (`make ui`).", file=sys.stderr)
-    print(f"{'table':<20} {'rows':>9} {'export requests':>16} {'seconds':>8}  status")
+    print(f"{'table':<20} {'rows':>9} {'export requests':>16} {'export jobs':>12} {'seconds':>8}  status")
     for r in result.reports:
-        print(f"{r.table:<20} {r.rows:>9} {r.export_requests:>16} {r.seconds:>8.1f}  {r.status}")
+        print(f"{r.table:<20} {r.rows:>9} {r.export_requests:>16} {r.export_jobs:>12} {r.seconds:>8.1f}  {r.status}")
     if result.forgotten is not None:
         print(f"forget step: {result.forgotten.summary()}")
+    if result.snapshot is not None:
+        print(f"user snapshot: {result.snapshot.summary()}")

@@ -23,7 +23,15 @@ import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from iterable_assets.catalog.settings import Settings
-from iterable_assets.catalog.streams import FORGOTTEN_FAMILY, FORGOTTEN_LISTS, PROJECT_TYPES, project_type_serving
+from iterable_assets.catalog.streams import (
+    FORGOTTEN_FAMILY,
+    FORGOTTEN_LISTS,
+    ORGANISATION_FAMILIES,
+    PER_SECOND_FAMILIES,
+    PROJECT_TYPES,
+    project_type_serving,
+)
+from iterable_assets.extract.export_jobs import ExportJobs, JobLedger
 from iterable_assets.extract.rate_budget import RateBudget
 
 CHUNK_BYTES = 1 << 20
@@ -42,9 +50,9 @@ HINTS = {
 class IterableApiError(Exception):
     """A request Iterable refused (4xx), or that still failed after every retry."""
 
-    def __init__(self, endpoint: str, status: int | None, msg: str, code: str | None = None):
-        self.endpoint, self.status, self.msg, self.code = endpoint, status, msg, code
-        where = f"GET /api/{endpoint}"
+    def __init__(self, endpoint: str, status: int | None, msg: str, code: str | None = None, method: str = "GET"):
+        self.endpoint, self.status, self.msg, self.code, self.method = endpoint, status, msg, code, method
+        where = f"{method} /api/{endpoint}"
         head = f"{where} failed with HTTP {status}" if status else f"{where} failed"
         detail = f": {msg}" + (f" (code {code})" if code else "")
         hint = HINTS.get(status or 0, "")
@@ -71,8 +79,9 @@ class RetryableError(Exception):
         code: str | None = None,
         retry_after: float | None = None,
         unreachable: bool = False,  # no HTTP response at all (connection refused, no such host)
+        method: str = "GET",
     ):
-        super().__init__(f"GET /api/{endpoint}: " + (f"HTTP {status}: {reason}" if status else reason))
+        super().__init__(f"{method} /api/{endpoint}: " + (f"HTTP {status}: {reason}" if status else reason))
         self.endpoint, self.reason, self.status, self.code = endpoint, reason, status, code
         self.retry_after, self.unreachable = retry_after, unreachable
 
@@ -119,6 +128,7 @@ class IterableClient:
     retry_attempts: int
     retry_backoff_seconds: float
     project_type: str  # ITERABLE_PROJECT_TYPE: auto, or the project's type
+    export_jobs_max: int = 4  # the project's export jobs in flight at once, across processes
     rate_budget_path: str | None = None  # folder of the shared budget ledger; default $DAGSTER_HOME, else temp
     log: logging.Logger = field(default_factory=lambda: logging.getLogger(__name__))
     sleep: Callable[[float], None] = time.sleep  # waits for a retry or the rate budget (tests pass a fake clock's)
@@ -156,13 +166,21 @@ class IterableClient:
         """Which Iterable project this is: a digest of the host and the key, never the key."""
         return hashlib.sha256(f"{self.base_url}|{self.api_key}".encode()).hexdigest()[:16]
 
-    def _budget(self, family: str) -> RateBudget:
+    @property
+    def _ledger_path(self) -> Path:
         folder = self.rate_budget_path or os.environ.get("DAGSTER_HOME") or tempfile.gettempdir()
+        return Path(folder) / "iterable_rate_budget.sqlite"
+
+    def _budget(self, family: str) -> RateBudget:
+        # One budget per Iterable project; per host for the families Iterable limits per organisation.
+        owner = hashlib.sha256(self.base_url.encode()).hexdigest()[:16] if family in ORGANISATION_FAMILIES else None
+        # A limit per second is kept in a window of a second (scaled like the minute), not 60 in a minute.
+        window = self.rate_window_seconds / 60 if family in PER_SECOND_FAMILIES else self.rate_window_seconds
         return RateBudget.per_minute(
-            Path(folder) / "iterable_rate_budget.sqlite",
-            f"{family}:{self.project_fingerprint}",  # one budget per Iterable project
+            self._ledger_path,
+            f"{family}:{owner or self.project_fingerprint}",
             self.requests_per_minute[family],
-            self.rate_window_seconds,
+            window,
             sleep=self.sleep,
         )
 
@@ -187,12 +205,23 @@ class IterableClient:
             f"retrying in {state.next_action.sleep if state.next_action else 0:.1f}s"
         )
 
-    def _call(self, path: str, params: dict[str, Any], handle, family: str | None = None):
-        """GET base_url/api/path, pass the 200 response to `handle`, with retries and the rate budget."""
+    def _call(
+        self,
+        path: str,
+        params: dict[str, Any],
+        handle,
+        family: str | None = None,
+        method: str = "GET",
+        body: dict | None = None,
+        url: str | None = None,  # an absolute URL (a pre-signed file), fetched without the key
+    ):
+        """`method` base_url/api/path (or `url`), pass the 2xx response to `handle`, with retries and
+        the rate budget."""
         earlier = self._gave_up.get(path) or self._gave_up.get("")
         if earlier is not None:
-            raise type(earlier)(earlier.endpoint, earlier.status, earlier.msg, earlier.code)
-        url = f"{self.base_url}/api/{path}"
+            raise type(earlier)(earlier.endpoint, earlier.status, earlier.msg, earlier.code, earlier.method)
+        session = self.session if url is None else requests.Session()
+        url = url or f"{self.base_url}/api/{path}"
         budget = self._budget(family) if family else None
 
         def attempt():
@@ -201,28 +230,28 @@ class IterableClient:
             self._counts[path] = self._counts.get(path, 0) + 1
             timeout = (min(30.0, self.request_timeout_seconds), self.request_timeout_seconds)
             try:
-                response = self.session.get(url, params=params, stream=True, timeout=timeout)
+                response = session.request(method, url, params=params, json=body, stream=True, timeout=timeout)
             except (requests.ConnectionError, requests.Timeout) as exc:  # before any response
                 reason = f"connection failed ({type(exc).__name__})"
                 # Refused, or no such host, unless it is a timeout (a slow server is there).
                 unreachable = not isinstance(exc, requests.Timeout)
-                raise RetryableError(path, reason, unreachable=unreachable) from None
+                raise RetryableError(path, reason, unreachable=unreachable, method=method) from None
             try:
                 with response:
                     status = response.status_code
                     if status == 429 or status >= 500:
                         msg, code = _error_fields(response)
-                        raise RetryableError(path, msg, status, code, _retry_after(response))
-                    if status in (401, 403):
+                        raise RetryableError(path, msg, status, code, _retry_after(response), method=method)
+                    if status in (401, 403) and session is self.session:  # a file's 403 is its URL's, not the key's
                         msg, code = _error_fields(response)
-                        self._gave_up[path] = KeyRefused(path, status, msg, code)
+                        self._gave_up[path] = KeyRefused(path, status, msg, code, method)
                         raise self._gave_up[path]
                     if status >= 400:
                         msg, code = _error_fields(response)
-                        raise IterableApiError(path, status, msg, code)
+                        raise IterableApiError(path, status, msg, code, method)
                     return handle(response)
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-                raise RetryableError(path, f"connection failed ({type(exc).__name__})") from None
+                raise RetryableError(path, f"connection failed ({type(exc).__name__})", method=method) from None
 
         retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, RetryableError)),
@@ -237,9 +266,12 @@ class IterableClient:
         except RetryableError as exc:
             reason = f"{exc.reason}; gave up after {self.retry_attempts} attempts"
             if exc.unreachable:
-                self._gave_up[""] = Unreachable(path, exc.status, reason, exc.code)
+                self._gave_up[""] = Unreachable(path, exc.status, reason, exc.code, method)
                 raise self._gave_up[""] from None
-            raise IterableApiError(path, exc.status, reason, exc.code) from None
+            raise IterableApiError(path, exc.status, reason, exc.code, method) from None
+        finally:
+            if session is not self.session:
+                session.close()
 
     def get_json(self, path: str, family: str | None = None, **params: Any) -> dict:
         def parse(response: requests.Response) -> dict:
@@ -266,6 +298,31 @@ class IterableClient:
                 into.close()
 
         self._call(path, params, write, family)
+
+    def send_json(self, method: str, path: str, body: dict | None = None, family: str | None = None) -> dict:
+        """A POST or DELETE of `body` as JSON; Iterable's JSON answer."""
+        return self._call(path, {}, lambda response: response.json(), family, method=method, body=body)
+
+    def download_file(self, url: str, into: Sink, label: str) -> None:
+        """Stream a pre-signed URL's body into `into`, without the Api-Key header (the file host is not
+        Iterable). `label` names it in errors, never the URL (it is a credential while it lasts)."""
+
+        def write(response: requests.Response) -> None:
+            into.reset()
+            try:
+                for chunk in response.iter_content(CHUNK_BYTES):
+                    into.write(chunk)
+            finally:
+                into.close()
+
+        self._call(label, {}, write, url=url)
+
+    def export_jobs(self, log: Callable[[str], None], spool_dir: str | None = None) -> ExportJobs:
+        """The Export Jobs API for this project, its jobs in flight counted in the shared ledger. Time
+        follows the rate window (60 s: Iterable's minute), so tests can compress it."""
+        scale = self.rate_window_seconds / 60
+        ledger = JobLedger(self._ledger_path, self.project_fingerprint, self.export_jobs_max, 120 * scale)
+        return ExportJobs(self, ledger, poll_seconds=scale, sleep=self.sleep, log=log, spool_dir=spool_dir)
 
     def forgotten(self) -> tuple[str, dict[str, list[str]]]:
         """The project's type, and its currently forgotten users: the hashes of each forgotten list it

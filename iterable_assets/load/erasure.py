@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from typing import Iterator
 
 import duckdb
 
@@ -26,6 +29,7 @@ from iterable_assets.load.warehouse import (
     has_table,
     hashed,
     own_table,
+    record_deleted,
     table_name,
     take_off_days,
 )
@@ -142,3 +146,107 @@ def recorded_project_type(con: duckdb.DuckDBPyConnection, schema: str, fingerpri
         return None
     found = con.execute(f"SELECT fingerprint, project_type FROM {own_table(schema, PROJECT)}").fetchone()
     return found[1] if found and fingerprint in (None, found[0]) else None
+
+
+# ---- users deleted in Iterable (the full user snapshot) ----------------------------------------------
+@dataclass
+class AbsentUsers:
+    in_snapshot: int  # users (keys) the snapshot lists
+    absent: int  # stored users it does not list (deleted in Iterable, unless refused)
+    refused: tuple[str, int, int] | None = None  # too many to believe, nothing deleted: (table, rows, of rows)
+    rows_deleted: dict[str, int] = field(default_factory=dict)
+
+
+def delete_absent_users(
+    con: duckdb.DuckDBPyConnection,
+    users: Stream,
+    holders: list[Stream],
+    snapshot: Path,
+    started: datetime,
+    max_share_percent: float,
+    identifiers: tuple[str, ...],
+) -> AbsentUsers:
+    """What `snapshot` (an NDJSON export of every user Iterable has) lacks was deleted in Iterable, and
+    leaves the warehouse in one transaction:
+    - the users whose key it lacks, each recorded in `_deleted` as the hash of its key;
+    - in `holders` (list_users and the event tables), whatever their day, the rows whose
+      `identifiers` (those unique in the project's type: email, userId) are all unknown to it (a row
+      with none is kept): a deleted user's events, and the events an email change moved to the new
+      email (Iterable exports them under the new one).
+
+    A row stored for a moment at or after `started` (when the snapshot was asked for: a user updated
+    or created while the job ran, an event since) is kept. When the rows to delete are more than
+    `max_share_percent` of a table's, nothing is deleted (`refused`): a wrong project, not deletions."""
+    key = users.primary_key[0]
+    con.execute("CREATE OR REPLACE TEMP TABLE snapshot_users (k VARCHAR, email VARCHAR, userId VARCHAR)")
+    for batch in _snapshot_identities(snapshot, key):
+        con.executemany("INSERT INTO snapshot_users VALUES (?, ?, ?)", batch)
+    in_snapshot = con.execute("SELECT count(DISTINCT k) FROM snapshot_users").fetchone()[0]
+    plans: list[tuple[Stream, str, str]] = []  # (table, its rows to delete, what a deleted row returns)
+    for stream in (users, *holders):
+        if not has_table(con, stream.schema, stream.name):
+            continue
+        columns = column_types(con, stream)
+        if stream is users:
+            unknown = f"CAST({quote(key)} AS VARCHAR) NOT IN (SELECT k FROM snapshot_users WHERE k IS NOT NULL)"
+            unknown = f"{quote(key)} IS NOT NULL AND {unknown}"
+        else:
+            present = [c for c in identifiers if c.lower() in columns]
+            if not present:
+                continue
+            unknown = " AND ".join(
+                f"({quote(c)} IS NULL OR CAST({quote(c)} AS VARCHAR) NOT IN "
+                f"(SELECT {c} FROM snapshot_users WHERE {c} IS NOT NULL))"
+                for c in present
+            )
+            unknown = f"({' OR '.join(f'{quote(c)} IS NOT NULL' for c in present)}) AND {unknown}"
+        moment = stream.replication_key
+        if moment and moment.lower() in columns:  # stored since the snapshot started: kept
+            unknown += f" AND NOT COALESCE({quote(moment)} >= TIMESTAMPTZ '{started.isoformat()}', FALSE)"
+        returning = f"CAST({quote(moment)} AS DATE)" if stream.write == "window" else "NULL"
+        if stream is users:
+            returning = f"sha256(lower(trim(CAST({quote(key)} AS VARCHAR))))"
+        plans.append((stream, unknown, returning))
+    shares = {
+        stream.name: con.execute(f"SELECT count(*) FILTER ({unknown}), count(*) FROM {table_name(stream)}").fetchone()
+        for stream, unknown, _ in plans
+    }
+    absent = shares.get(users.name, (0, 0))[0]
+    for table, (gone, total) in shares.items():
+        if gone * 100 > max_share_percent * total:
+            return AbsentUsers(in_snapshot, absent, refused=(table, gone, total))
+    deleted: dict[str, int] = {}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for stream, unknown, returning in plans:
+            if not shares[stream.name][0]:
+                continue
+            gone = con.execute(f"DELETE FROM {table_name(stream)} WHERE {unknown} RETURNING {returning}").fetchall()
+            deleted[stream.name] = len(gone)
+            if stream is users:
+                record_deleted(con, users, sorted({h for (h,) in gone}))
+            elif stream.write == "window":
+                take_off_days(con, stream, Counter(d for (d,) in gone))
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return AbsentUsers(in_snapshot, absent, rows_deleted=deleted)
+
+
+def _snapshot_identities(snapshot: Path, key: str, batch: int = 50_000) -> Iterator[list[tuple]]:
+    """(key, email, userId) of every user in an NDJSON export, in batches (memory stays bounded)."""
+    rows: list[tuple] = []
+    if not snapshot.exists():  # an empty export wrote nothing
+        return
+    with open(snapshot, "rb") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            user = json.loads(line)
+            rows.append(tuple(None if user.get(f) is None else str(user[f]) for f in (key, "email", "userId")))
+            if len(rows) >= batch:
+                yield rows
+                rows = []
+    if rows:
+        yield rows

@@ -19,6 +19,7 @@ from iterable_assets.load import audit, erasure, loader, warehouse
 from iterable_assets.load.spool import NdjsonSpool
 from iterable_assets.orchestration.freshness import TABLE_POLICY
 from iterable_assets.orchestration.partitions import partition_changes
+from iterable_assets.orchestration.plan import EXPORT_MODE_TAG
 from iterable_assets.orchestration.project import IterableProject
 from iterable_assets.orchestration.resources import IterableResource
 
@@ -61,6 +62,12 @@ class Step:
             with warehouse.connect(self.database) as con:
                 self._project_type = project_type(self.iterable, con, self.project.schema)
         return self._project_type
+
+    def export_mode(self) -> str:
+        return self.context.run.tags.get(EXPORT_MODE_TAG, self.project.settings.export_mode)
+
+    def export_jobs(self):
+        return self.client.export_jobs(self.log, self.iterable.spool_dir)
 
     def partition_window(self) -> tuple[datetime, datetime]:
         window = self.context.partition_time_window

@@ -7,10 +7,20 @@ from datetime import timedelta, timezone
 import dagster as dg
 
 from iterable_assets.catalog.kinds import Partitioning
+from iterable_assets.catalog.streams import USERS_STREAM
 from iterable_assets.orchestration.forget import build_forget_job
 from iterable_assets.orchestration.partitions import partition_changes
-from iterable_assets.orchestration.plan import FORGET_CRON, PlanStep, plan, range_tags
+from iterable_assets.orchestration.plan import (
+    EXPORT_MODE_TAG,
+    FORGET_CRON,
+    RESCAN_CRON,
+    SNAPSHOT_CRON,
+    PlanStep,
+    plan,
+    range_tags,
+)
 from iterable_assets.orchestration.project import IterableProject
+from iterable_assets.orchestration.snapshot import build_snapshot_job
 
 RUNNING = dg.DefaultScheduleStatus.RUNNING
 
@@ -23,7 +33,8 @@ class Automation:
 
 
 def build_automation(project: IterableProject) -> Automation:
-    """Daily, in UTC, the run plan's steps: the forget step, then each stage of the chosen tables."""
+    """Daily, in UTC, the run plan's steps: the forget step, then each stage of the chosen tables.
+    Weekly, the full user snapshot and the deep re-scan of the event tables."""
     forget_job = build_forget_job(project)
     jobs, schedules, sensors = [forget_job], [_daily(project, "forget", forget_job, FORGET_CRON)], []
     jobs_by_stage = {}
@@ -43,14 +54,46 @@ def build_automation(project: IterableProject) -> Automation:
         if step.partitioning == Partitioning.PARENT:
             parent = project.stream(step.parent)
             sensors.append(_parents_sensor(project, jobs_by_stage[step.stage], jobs_by_stage[parent.stage], parent))
+    if any(s.name == USERS_STREAM.name for s in project.streams):
+        snapshot_job = build_snapshot_job(project)
+        jobs.append(snapshot_job)
+        schedules.append(_schedule(project, "iterable_user_snapshot_weekly", snapshot_job, SNAPSHOT_CRON))
+    rescanned = [project.key(s) for s in project.streams if s.rescanned()]
+    if rescanned:
+        rescan_job = dg.define_asset_job(project.name("iterable_rescan_job"), selection=rescanned)
+        jobs.append(rescan_job)
+        schedules.append(_rescan_schedule(project, rescan_job))
     return Automation(jobs, schedules, sensors)
 
 
 def _daily(project: IterableProject, name: str, job, cron: str) -> dg.ScheduleDefinition:
+    return _schedule(project, f"iterable_{name}_daily", job, cron)
+
+
+def _schedule(project: IterableProject, name: str, job, cron: str) -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(
-        name=project.name(f"iterable_{name}_daily"), job=job, cron_schedule=cron, execution_timezone="UTC",
+        name=project.name(name), job=job, cron_schedule=cron, execution_timezone="UTC", default_status=RUNNING
+    )
+
+
+def _rescan_schedule(project: IterableProject, job) -> dg.ScheduleDefinition:
+    settings = project.settings
+
+    @dg.schedule(
+        name=project.name("iterable_rescan_weekly"), job=job, cron_schedule=RESCAN_CRON, execution_timezone="UTC",
         default_status=RUNNING,
     )  # fmt: skip
+    def rescan_schedule(context: dg.ScheduleEvaluationContext):
+        """The last ITERABLE_RESCAN_DAYS complete days of every event table, read again through export
+        jobs and replaced exactly: events that arrived after the daily lookback, and the erased events
+        of users deleted in Iterable. One range run, a few jobs per table."""
+        day = context.scheduled_execution_time.astimezone(timezone.utc).date() - timedelta(days=1)
+        if day < settings.start_date:
+            return dg.SkipReason(f"no complete day since ITERABLE_START_DATE ({settings.start_date}) yet")
+        first = max(day - timedelta(days=settings.rescan_days - 1), settings.start_date)
+        return dg.RunRequest(run_key=f"rescan-{day}", tags={**range_tags(first, day), EXPORT_MODE_TAG: "jobs"})
+
+    return rescan_schedule
 
 
 def _parents_schedule(project: IterableProject, step: PlanStep, job) -> dg.ScheduleDefinition:

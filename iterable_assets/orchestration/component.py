@@ -63,7 +63,7 @@ class IterableScaffolder(dg.Scaffolder):
         name = re.sub(r"[^a-z0-9_]", "_", request.target_path.name.lower())
         variable = api_key_variable(name)
         (request.target_path / "defs.yaml").write_text(
-            f"type: {request.type_name}\n\nattributes:\n  api_key: \"{{{{ env.{variable} }}}}\"\n"
+            f'type: {request.type_name}\n\nattributes:\n  api_key: "{{{{ env.{variable} }}}}"\n'
             f"  key_prefix: {name}\n  schema: {name}\n\nrequirements:\n  env:\n    - {variable}\n"
         )
 
@@ -92,6 +92,12 @@ class IterableComponent(dg.Component, dg.Model, dg.Resolvable):
     forgotten_requests_per_minute: float | str | None = Field(
         None, description=_described("ITERABLE_FORGOTTEN_REQUESTS_PER_MINUTE")
     )
+    export_mode: str | None = Field(None, description=_described("ITERABLE_EXPORT_MODE"))
+    export_jobs_max: int | str | None = Field(None, description=_described("ITERABLE_EXPORT_JOBS_MAX"))
+    export_job_requests_per_minute: float | str | None = Field(
+        None, description=_described("ITERABLE_EXPORT_JOB_REQUESTS_PER_MINUTE")
+    )
+    rescan_days: int | str | None = Field(None, description=_described("ITERABLE_RESCAN_DAYS"))
     streams: str | None = Field(None, description="default, all, or a comma-separated list of tables")
     reconcile_tolerance_percent: float | str | None = Field(
         None, description=_described("ITERABLE_RECONCILE_TOLERANCE_PERCENT")

@@ -12,7 +12,11 @@ from datetime import date
 from iterable_assets.catalog.kinds import Partitioning, Stage, Stream
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+EXPORT_MODE_TAG = "iterable/export_mode"  # a run's own ITERABLE_EXPORT_MODE (the deep re-scan: jobs)
 FORGET_CRON = "45 1 * * *"
+# Weekly, Sundays (UTC), after the daily runs: the full user snapshot, then the deep re-scan of events.
+SNAPSHOT_CRON = "0 5 * * 0"
+RESCAN_CRON = "0 6 * * 0"
 # each stage: the name of its job (iterable_<name>_job) and schedule (iterable_<name>_daily), and its time (UTC)
 STAGES = {
     Stage.CATALOG: ("catalog", "0 2 * * *"),

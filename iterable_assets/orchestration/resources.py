@@ -23,6 +23,7 @@ class IterableResource(dg.ConfigurableResource):
     retry_attempts: int
     retry_backoff_seconds: float
     project_type: str
+    export_jobs_max: int = 4
     rate_budget_path: str | None = None  # folder of the shared budget ledger; default $DAGSTER_HOME, else temp
     spool_dir: str | None = None  # where responses are spooled; default: the temp folder
 
