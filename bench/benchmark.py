@@ -25,7 +25,7 @@
 Usage: python bench/benchmark.py ingest [--records 500000] [--repeat 3]
        python bench/benchmark.py budget [--repeat 1] [--streams all]
        python bench/benchmark.py pages [--mb 820] [--repeat 3]
-       python bench/benchmark.py backfill [--streams default,all] [--days 365] [--compress 10]
+       python bench/benchmark.py backfill [--streams default,all] [--days 365] [--compress 10] [--modes sync,jobs]
 """
 
 import argparse
@@ -290,7 +290,7 @@ def budget(repeat: int, days: int, window_days: int, streams: str) -> None:
 
 
 # ---- backfill: data.json against export jobs --------------------------------------------------------
-def backfill(streams_choices: list[str], days: int, compress: float) -> None:
+def backfill(streams_choices: list[str], days: int, compress: float, modes: list[str]) -> None:
     from iterable_assets.catalog.kinds import Export
     from iterable_assets.catalog.streams import EXPORT_PATH, select_streams
     from iterable_simulator import Dataset, ExportJobsConfig, Simulator, SimulatorConfig
@@ -307,7 +307,7 @@ def backfill(streams_choices: list[str], days: int, compress: float) -> None:
     ) as sim:
         for streams in streams_choices:
             exports = [s for s in select_streams(streams) if isinstance(s, Export)]
-            for mode in ("sync", "jobs"):
+            for mode in modes:
                 sim.clear_log()
                 with tempfile.TemporaryDirectory() as tmp:
                     tmp = Path(tmp)
@@ -387,6 +387,7 @@ def main() -> None:
     parser.add_argument("--streams", default="default", help="budget: ITERABLE_STREAMS (default, all, or names)")
     parser.add_argument("--mb", type=int, default=820)
     parser.add_argument("--compress", type=float, default=10.0, help="backfill: how much faster than Iterable's time")
+    parser.add_argument("--modes", default="sync,jobs", help="backfill: ITERABLE_EXPORT_MODE values to run")
     args = parser.parse_args()
     if args.which in ("ingest", "all"):
         ingest(args.records, args.repeat)
@@ -395,7 +396,7 @@ def main() -> None:
     if args.which in ("budget", "all"):
         budget(args.repeat, args.days or 28, args.window_days, args.streams)
     if args.which == "backfill":
-        backfill(args.streams.split(","), args.days or 365, args.compress)
+        backfill(args.streams.split(","), args.days or 365, args.compress, args.modes.split(","))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def test_a_materialization_describes_its_table(project):
     first = project.materialize(["users"], days=("2024-01-01", "2024-02-29"))
     project.materialize(["users"], partition_key="2024-01-05")  # a re-run of one day: the table keeps every row
     second = project.materialize(["users"], partition_key="2024-01-06")
-    metadata = second.asset_materializations_for_node("users")[0].metadata
+    metadata = second.asset_materializations_for_node("users")[-1].metadata
     total = project.query("SELECT count(*) FROM iterable.users")[0][0]
     on_day = project.query(
         "SELECT count(*) FROM iterable.users WHERE CAST(\"profileUpdatedAt\" AS DATE) = '2024-01-06'"

@@ -148,7 +148,7 @@ def test_a_sync_with_a_wrong_key_stops_at_the_first_401_and_says_it_once(project
     assert result.returncode == 5, result.stdout + result.stderr
     assert result.stderr.count("HTTP 401: Invalid API key") == 1
     assert "The sync stopped: the key was refused" in result.stderr
-    statuses = {line.split()[0]: line.split(maxsplit=4)[4] for line in result.stdout.splitlines()[1:]}
+    statuses = {line.split()[0]: line.split(maxsplit=5)[5] for line in result.stdout.splitlines()[1:]}
     assert sorted(statuses) == TABLES and not any(status == "ok" for status in statuses.values())
     assert statuses["email_open"] == statuses["list_users"] == "skipped (the key was refused)"
     assert statuses["campaigns"] == "skipped (the key was refused)"

@@ -172,7 +172,7 @@ def test_a_365_day_range_makes_the_expected_number_of_export_requests(tmp_path, 
         )
         result = project.materialize(["email_open"], days=("2023-01-01", "2023-12-31"))
         assert project.export_requests() == requests
-        metadata = result.asset_materializations_for_node("email_open")[0].metadata
+        metadata = result.asset_materializations_for_node("email_open")[-1].metadata
         assert metadata["export_requests"].value == requests
         assert stored_rows(project, "email_open") == expected_rows(project, "email_open", "2023-01-01", "2023-12-31")
 

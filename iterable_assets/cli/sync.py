@@ -61,16 +61,12 @@ def _record_run(
             report.seconds += stats.end_time - stats.start_time
         succeeded = stats.status.value == "SUCCESS"
         report.status = "FAILED" if report.status == "FAILED" or not succeeded else "ok"
-    counted = set()
     for event in result.get_asset_materialization_events():
-        # A range run materializes every day of the range with the same metadata: count it once.
+        # A range run materializes every day of the range; the run's own metadata is on its last day.
         table = tables.get(event.step_key)
-        if event.step_key in counted or table not in reports:
-            continue
-        counted.add(event.step_key)
         metadata = event.step_materialization_data.materialization.metadata
         for name in ("export_requests", "export_jobs"):
-            if name in metadata:
+            if table in reports and name in metadata:
                 setattr(reports[table], name, getattr(reports[table], name) + metadata[name].value)
     return [
         Failure(tables.get(event.step_key, event.step_key), *_cause(event.step_failure_data.error))
