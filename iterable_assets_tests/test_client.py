@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 
 from iterable_assets.catalog.streams import STREAMS_BY_NAME
-from iterable_assets.extract.client import IterableApiError, TextFile
+from iterable_assets.extract.client import IterableApiError
+from iterable_assets.extract.sinks import TextFile
 from iterable_simulator import Fault
 
 from .conftest import utc

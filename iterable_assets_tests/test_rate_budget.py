@@ -58,7 +58,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from iterable_assets.catalog.settings import load_settings
 from iterable_assets.catalog.streams import STREAMS_BY_NAME
-from iterable_assets.extract.client import IterableClient, TextFile
+from iterable_assets.extract.client import IterableClient
+from iterable_assets.extract.sinks import TextFile
 base_url, budget_dir, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 settings = load_settings({"ITERABLE_BASE_URL": base_url, "ITERABLE_EXPORT_REQUESTS_PER_MINUTE": "240",
                           "ITERABLE_RATE_WINDOW_SECONDS": "1", "ITERABLE_RETRY_ATTEMPTS": "1"})

@@ -28,7 +28,8 @@ from iterable_assets.catalog.streams import (
 from iterable_assets.cli.exits import Exit, UsageError
 from iterable_assets.cli.status import format_problems, format_status, table_status
 from iterable_assets.cli.sync import print_result, sync
-from iterable_assets.extract.client import IterableApiError, IterableClient, KeyRefused, TextFile, Unreachable
+from iterable_assets.extract.client import IterableApiError, IterableClient, KeyRefused, Unreachable
+from iterable_assets.extract.sinks import TextFile
 from iterable_assets.orchestration.component import API_KEY_VARIABLE, build_definitions
 from iterable_assets.orchestration.project import IterableProject
 from iterable_assets.orchestration.recovery import recover_dead_runs

@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
@@ -33,6 +33,7 @@ from iterable_assets.catalog.streams import (
 )
 from iterable_assets.extract.export_jobs import ExportJobs, JobLedger
 from iterable_assets.extract.rate_budget import RateBudget
+from iterable_assets.extract.sinks import Sink
 
 CHUNK_BYTES = 1 << 20
 
@@ -97,6 +98,20 @@ def _error_fields(response: requests.Response) -> tuple[str, str | None]:
     return text or str(response.reason), None
 
 
+def _streamed_into(into: Sink) -> Callable[[requests.Response], None]:
+    """A response handler that writes the body into `into`, afresh."""
+
+    def write(response: requests.Response) -> None:
+        into.reset()
+        try:
+            for chunk in response.iter_content(CHUNK_BYTES):
+                into.write(chunk)
+        finally:
+            into.close()
+
+    return write
+
+
 def _retry_after(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if value is None:
@@ -105,14 +120,6 @@ def _retry_after(response: requests.Response) -> float | None:
         return max(float(value), 0.0)
     except ValueError:
         return None
-
-
-class Sink(Protocol):
-    """Where a response body goes as it streams: started afresh on every attempt."""
-
-    def reset(self) -> None: ...
-    def write(self, data: bytes) -> None: ...
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -288,16 +295,7 @@ class IterableClient:
     def download(self, path: str, params: dict[str, Any], into: Sink, family: str | None = None) -> None:
         """Stream a response body into `into` (written afresh on every attempt, so that it only ever
         holds a whole body)."""
-
-        def write(response: requests.Response) -> None:
-            into.reset()
-            try:
-                for chunk in response.iter_content(CHUNK_BYTES):
-                    into.write(chunk)
-            finally:
-                into.close()
-
-        self._call(path, params, write, family)
+        self._call(path, params, _streamed_into(into), family)
 
     def send_json(self, method: str, path: str, body: dict | None = None, family: str | None = None) -> dict:
         """A POST or DELETE of `body` as JSON; Iterable's JSON answer."""
@@ -306,16 +304,7 @@ class IterableClient:
     def download_file(self, url: str, into: Sink, label: str) -> None:
         """Stream a pre-signed URL's body into `into`, without the Api-Key header (the file host is not
         Iterable). `label` names it in errors, never the URL (it is a credential while it lasts)."""
-
-        def write(response: requests.Response) -> None:
-            into.reset()
-            try:
-                for chunk in response.iter_content(CHUNK_BYTES):
-                    into.write(chunk)
-            finally:
-                into.close()
-
-        self._call(label, {}, write, url=url)
+        self._call(label, {}, _streamed_into(into), url=url)
 
     def export_jobs(self, log: Callable[[str], None], spool_dir: str | None = None) -> ExportJobs:
         """The Export Jobs API for this project, its jobs in flight counted in the shared ledger. Time
@@ -356,23 +345,3 @@ class IterableClient:
                 refused[-1].code,
             )
         return project_type, served
-
-
-class TextFile:
-    """A sink for a text body: a file, written whole on each attempt."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._out = None
-
-    def reset(self) -> None:
-        self.close()
-        self._out = open(self.path, "wb")
-
-    def write(self, data: bytes) -> None:
-        self._out.write(data)
-
-    def close(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None

@@ -32,6 +32,7 @@ from typing import Callable
 
 from iterable_assets.catalog.clock import utc
 from iterable_assets.catalog.streams import JOB_CANCEL_FAMILY, JOB_FILES_FAMILY, JOB_START_FAMILY
+from iterable_assets.extract.sinks import TextFile
 
 REQUEST_FORMAT = "%Y-%m-%d %H:%M:%S"
 JSON_STREAM = "application/x-json-stream"
@@ -112,11 +113,12 @@ class JobLedger:
         return [
             (slot, job_id)
             for slot, job_id, host, pid, heartbeat in rows
-            if now - heartbeat > self.lease_seconds or (host == here and not _alive(pid))
+            if now - heartbeat > self.lease_seconds or (host == here and not process_alive(pid))
         ]
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host is running (or is not ours to signal)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -146,25 +148,6 @@ class JobsReport:
     jobs_truncated: int = 0
     files: int = 0
     files_requests: int = 0
-
-
-class _Part:
-    """A sink for one downloaded file."""
-
-    def __init__(self, path: Path):
-        self.path, self._out = path, None
-
-    def reset(self) -> None:
-        self.close()
-        self._out = open(self.path, "wb")
-
-    def write(self, data: bytes) -> None:
-        self._out.write(data)
-
-    def close(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None
 
 
 @dataclass
@@ -305,7 +288,7 @@ class ExportJobs:
         path = folder / f"{piece.job_id}-{file['file']}"
         for _ in range(3):
             try:
-                self.client.download_file(file["url"], _Part(path), f"export/{piece.job_id}/files/{file['file']}")
+                self.client.download_file(file["url"], TextFile(path), f"export/{piece.job_id}/files/{file['file']}")
                 file["path"] = path
                 return
             except Exception as exc:

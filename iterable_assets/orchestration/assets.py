@@ -14,7 +14,7 @@ import dagster as dg
 
 from iterable_assets.catalog.clock import utc
 from iterable_assets.catalog.kinds import Partitioning, Stream
-from iterable_assets.extract.client import TextFile
+from iterable_assets.extract.sinks import TextFile
 from iterable_assets.load import audit, erasure, loader, warehouse
 from iterable_assets.load.spool import NdjsonSpool
 from iterable_assets.orchestration.freshness import TABLE_POLICY

@@ -6,9 +6,9 @@ died with it. `iterable-assets recover` (and `sync`) do the same without a daemo
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
+
+from iterable_assets.extract.export_jobs import process_alive
 
 
 def run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
@@ -21,16 +21,6 @@ def run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
     return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover_dead_runs(instance: dg.DagsterInstance, by: str) -> list[str]:
     """Mark the STARTED runs of this machine whose process is gone as failed (which lets run retries
     start them again) and free their pool slots; return their ids. `by` names who did it, for the
@@ -39,7 +29,7 @@ def recover_dead_runs(instance: dg.DagsterInstance, by: str) -> list[str]:
     live = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING])
     for run in instance.get_runs(filters=live):
         pid = run_pid(instance, run.run_id)
-        if pid is None or _alive(pid):
+        if pid is None or process_alive(pid):
             continue
         instance.report_run_failed(run, message=f"The run's process ({pid}) is gone; marked failed by {by}.")
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
