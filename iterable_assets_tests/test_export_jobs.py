@@ -129,8 +129,11 @@ def job_client(simulator, tmp_path, env: dict | None = None, **overrides) -> Ite
     return IterableClient.from_settings(settings, api_key=API_KEY, rate_budget_path=str(tmp_path), **overrides)
 
 
-def test_a_run_killed_mid_job_leaves_no_job_running_and_nobody_elses_job_is_touched(tmp_path):
-    slow = dataclasses.replace(FAST_JOBS, time_scale=1.0, start_seconds=600)  # jobs that outlive the run
+@pytest.mark.slow
+def test_a_run_killed_mid_job_leaves_no_job_running_nobody_elses_is_touched_and_the_next_ends_exact(tmp_path):
+    # Jobs of a few seconds (50 records a second), in 8 slots: the run is killed while its jobs run,
+    # and the longer jobs of others outlast it.
+    slow = dataclasses.replace(FAST_JOBS, time_scale=1.0, start_seconds=2.0, records_per_second=50, max_running=8)
     dataset = Dataset(small_config())
     with Simulator(dataset, api_keys={API_KEY: "full", "other-tool": "full"}, export_jobs=slow) as simulator:
         # Another tool's job in the same organisation, and one of ours that the ledger does not know.
@@ -141,7 +144,7 @@ def test_a_run_killed_mid_job_leaves_no_job_running_and_nobody_elses_job_is_touc
                 f"{simulator.base_url}/api/export/start",
                 headers={"Api-Key": key},
                 json={"dataTypeName": "emailSend", "outputFormat": "application/x-json-stream",
-                      "startDateTime": "2024-01-01 00:00:00", "endDateTime": "2024-01-02 00:00:00"},
+                      "startDateTime": "2024-01-01 00:00:00", "endDateTime": "2024-03-01 00:00:00"},
                 timeout=5,
             ).raise_for_status()  # fmt: skip
         # A run that starts its jobs, then dies (SIGKILL: no cleanup at all).
@@ -174,6 +177,17 @@ def test_a_run_killed_mid_job_leaves_no_job_running_and_nobody_elses_job_is_touc
         # Another tool's job, and one with our key that the project did not start: untouched.
         assert [j.state for j in simulator.export_jobs.jobs()[:2]] == ["running", "running"]
         assert client.export_jobs(print).cancel_orphans() == 0
+
+        # The next run of the range ends exact, and leaves none of its own jobs in flight.
+        (tmp_path / "again").mkdir()
+        spool = NdjsonSpool(tmp_path / "again")
+        start, end = utc(2024, 1, 1), utc(2024, 3, 1)
+        client.export_jobs(print).export("emailOpen", start, end, spool)
+        loaded = Counter(line for line in spool.body.read_bytes().splitlines() if line.strip())
+        served = dataset.export_lines("emailOpen", start.replace(tzinfo=None), end.replace(tzinfo=None))
+        assert loaded == Counter(line.rstrip(b"\n") for line in served) and sum(loaded.values()) > 0
+        ours = [j for j in simulator.export_jobs.jobs()[2:] if j.id not in orphans]
+        assert len(ours) == 4 and all(j.state == "completed" for j in ours)
 
 
 @pytest.mark.slow
