@@ -239,6 +239,8 @@ class ExportJobs:
                                 f"{piece.end:%Y-%m-%d %H:%M:%S}) ended {state}"
                                 + (f" {piece.attempt} times" if state == "failed" else " (cancelled by someone else)")
                             )
+                    if pending and not active:  # every slot is another run's: free those of dead runs
+                        self.cancel_orphans()
                     if pending or active:
                         wait = self.poll_seconds if progressed else min(wait * 1.5, self.poll_seconds * 30)
                         self.sleep(wait)
