@@ -16,6 +16,7 @@ import dagster as dg
 from iterable_assets.catalog.streams import STREAMS
 from iterable_assets.extract.client import IterableClient
 from iterable_assets.load import erasure, warehouse
+from iterable_assets.orchestration.one_op_job import build_one_op_job
 from iterable_assets.orchestration.project import IterableProject
 
 JOB_NAME = "iterable_forget_job"
@@ -55,32 +56,18 @@ def forget_users(client: IterableClient, database: str, schema: str) -> Forgotte
 
 
 def build_forget_job(project: IterableProject) -> dg.JobDefinition:
-    iterable_key, duckdb_key = project.resource_keys
-
-    @dg.op(
-        name="forget_users",
-        required_resource_keys={iterable_key, duckdb_key},
-        description="Reads Iterable's forgotten-user lists and deletes the rows of forgotten users from every "
-        f"table that holds people; records each hash (never an email or userId) in {project.schema}._forgotten.",
+    return build_one_op_job(
+        project,
+        JOB_NAME,
+        "Users Iterable forgot (GDPR) leave every table.",
+        "forget_users",
+        "Reads Iterable's forgotten-user lists and deletes the rows of forgotten users from every table that "
+        f"holds people; records each hash (never an email or userId) in {project.schema}._forgotten.",
+        lambda iterable, database, log: forget_users(iterable.client, database, project.schema),
+        lambda report: {
+            "project_type": report.project_type,
+            "forgotten_users": report.listed,
+            "new": report.new,
+            "unforgotten": report.unforgotten,
+        },
     )
-    def forget_op(context: dg.OpExecutionContext) -> Forgotten:
-        iterable, duckdb = getattr(context.resources, iterable_key), getattr(context.resources, duckdb_key)
-        report = forget_users(iterable.client, duckdb.database, project.schema)
-        context.log.info(report.summary())
-        context.add_output_metadata(
-            {
-                "project_type": report.project_type,
-                "forgotten_users": report.listed,
-                "new": report.new,
-                "unforgotten": report.unforgotten,
-                "rows_deleted": sum(report.rows_deleted.values()),
-                **{f"rows_deleted/{table}": rows for table, rows in report.rows_deleted.items()},
-            }
-        )
-        return report
-
-    @dg.job(name=project.name(JOB_NAME), description="Users Iterable forgot (GDPR) leave every table.")
-    def forget_job():
-        forget_op()
-
-    return forget_job

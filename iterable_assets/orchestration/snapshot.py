@@ -27,6 +27,7 @@ from iterable_assets.catalog.streams import STREAMS, UNIQUE_IDENTIFIERS, USERS_S
 from iterable_assets.load import erasure, warehouse
 from iterable_assets.load.spool import NdjsonSpool
 from iterable_assets.orchestration.assets import project_type
+from iterable_assets.orchestration.one_op_job import build_one_op_job
 from iterable_assets.orchestration.project import IterableProject
 from iterable_assets.orchestration.resources import IterableResource
 
@@ -90,31 +91,17 @@ def snapshot_users(iterable: IterableResource, project: IterableProject, databas
 
 
 def build_snapshot_job(project: IterableProject) -> dg.JobDefinition:
-    iterable_key, duckdb_key = project.resource_keys
-
-    @dg.op(
-        name="snapshot_users",
-        required_resource_keys={iterable_key, duckdb_key},
-        description="Reads every user Iterable has with one export job; users it lacks were deleted in Iterable "
-        f"and leave users, list_users and every event table (recorded as hashes in {project.schema}._deleted).",
+    return build_one_op_job(
+        project,
+        JOB_NAME,
+        "Users deleted in Iterable leave every table (weekly).",
+        "snapshot_users",
+        "Reads every user Iterable has with one export job; users it lacks were deleted in Iterable and leave "
+        f"users, list_users and every event table (recorded as hashes in {project.schema}._deleted).",
+        lambda iterable, database, log: snapshot_users(iterable, project, database, log),
+        lambda report: {
+            "users_before": report.users_before,
+            "users_in_snapshot": report.users_in_snapshot,
+            "export_jobs": report.export_jobs,
+        },
     )
-    def snapshot_op(context: dg.OpExecutionContext) -> Snapshot:
-        iterable, duckdb = getattr(context.resources, iterable_key), getattr(context.resources, duckdb_key)
-        report = snapshot_users(iterable, project, duckdb.database, context.log.info)
-        context.log.info(report.summary())
-        context.add_output_metadata(
-            {
-                "users_before": report.users_before,
-                "users_in_snapshot": report.users_in_snapshot,
-                "export_jobs": report.export_jobs,
-                "rows_deleted": sum(report.rows_deleted.values()),
-                **{f"rows_deleted/{table}": rows for table, rows in report.rows_deleted.items()},
-            }
-        )
-        return report
-
-    @dg.job(name=project.name(JOB_NAME), description="Users deleted in Iterable leave every table (weekly).")
-    def snapshot_job():
-        snapshot_op()
-
-    return snapshot_job
