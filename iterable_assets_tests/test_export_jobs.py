@@ -364,3 +364,27 @@ def test_the_weekly_deep_rescan_loads_a_late_event_and_drops_a_deleted_users_eve
     expected, stored = expected_rows(project, "email_open", first, last), stored_rows(project, "email_open")
     stored = Counter({(e, t): n for (e, t), n in stored.items() if first <= t.date().isoformat() <= last})
     assert stored == expected, (expected - stored, stored - expected)
+
+
+@pytest.mark.parametrize("project_type", ["hybrid", "userid"])
+def test_the_user_snapshot_in_hybrid_and_userid_projects_finds_users_and_events_by_user_id(tmp_path, project_type):
+    """Users keyed by itblUserId, events named by userId (and, in hybrid projects, email too)."""
+    dataset = Dataset(small_config(project_type=project_type))
+    simulator = Simulator(dataset, api_keys={API_KEY: "full"}, export_jobs=FAST_JOBS)
+    with simulator, dg.instance_for_test() as instance:
+        database = str(tmp_path / "warehouse.duckdb")
+        project = Project(simulator, dataset, database, instance, tmp_path, streams=DEFAULT_STREAMS)
+        project.materialize(["users", "email_open"], days=RANGE)
+        query = 'SELECT "userId" FROM iterable.email_open JOIN iterable.users USING ("userId") GROUP BY 1'
+        [(gone,)] = project.query(query + " ORDER BY count(*) DESC, 1 LIMIT 1")
+        dataset.delete_user(gone)
+        report = snapshot_users(project.resources()["iterable"], project.project(), project.database, print)
+        assert report.rows_deleted["users"] == 1 and report.rows_deleted["email_open"] >= 1
+        for table in ("users", "email_open"):
+            assert project.query(f'SELECT count(*) FROM iterable.{table} WHERE "userId" = ?', [gone]) == [(0,)]
+        served = dataset.export_records("emailOpen", datetime(2024, 1, 1), datetime(2024, 3, 31))
+        expected = Counter((r.get("email"), r.get("userId"), r["createdAt"][:19]) for r in served)
+        stored = project.query(
+            """SELECT email, "userId", strftime("createdAt", '%Y-%m-%d %H:%M:%S') FROM iterable.email_open"""
+        )
+        assert Counter(stored) == expected  # every other user's events stay
