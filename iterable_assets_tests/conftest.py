@@ -202,3 +202,19 @@ def http():
     with requests.Session() as s:
         s.headers["Api-Key"] = "test-key"
         yield s
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """One PostgreSQL server for the session (see postgres_server.py), stopped by its PID."""
+    from iterable_assets_tests.postgres_server import start_postgres
+
+    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres) -> str:
+    """A fresh database of the session's server."""
+    return postgres.create_database()
