@@ -27,8 +27,8 @@ DAYS = ("2024-01-03", "2024-01-09")
 
 
 def test_the_attributes_are_the_settings_and_key_prefix_and_schema():
-    attributes = set(IterableComponent.model_fields) - {"api_key", "key_prefix", "warehouse_schema"}
-    assert attributes == {spec.name for spec in VARIABLES.values()}
+    attributes = set(IterableComponent.model_fields) - {"api_key", "key_prefix", "warehouse_schema"} | {"schema"}
+    assert attributes == {spec.name for spec in VARIABLES.values()}  # ITERABLE_SCHEMA's attribute is `schema`
     assert IterableComponent.model_fields["warehouse_schema"].alias == "schema"
 
 
@@ -37,6 +37,8 @@ def test_an_attribute_is_checked_by_its_settings_rule_and_message():
         IterableComponent(window_days=0).project()
     with pytest.raises(SettingsError, match="key_prefix='U S' is not valid"):
         IterableComponent(key_prefix="U S").project()
+    with pytest.raises(SettingsError, match="ITERABLE_SCHEMA='Us-Data' is not valid: expected a lower-case SQL name"):
+        IterableComponent(schema="Us-Data").project()
     project = IterableComponent(window_days=7, key_prefix="us", schema="us_iterable").project()
     assert (project.settings.window_days, project.schema, project.settings.lookback_days) == (7, "us_iterable", 3)
 

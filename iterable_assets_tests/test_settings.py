@@ -77,6 +77,9 @@ def readme_settings_table() -> dict[str, str]:
 
 def test_the_readme_configuration_table_agrees_with_the_settings():
     documented = readme_settings_table()
-    defaults = {name: f"`{spec.metadata['default']}`" for name, spec in VARIABLES.items()}
+    defaults = {
+        name: f"`{spec.metadata['default']}`" if spec.metadata["default"] else "(none)"
+        for name, spec in VARIABLES.items()
+    }
     assert {name: documented.get(name) for name in defaults} == defaults
     assert set(documented) - set(defaults) == {"ITERABLE_API_KEY"}  # read by Dagster at run time, never defaulted

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -106,6 +107,31 @@ def _database_path(text: str) -> str:
     return str(path)
 
 
+DESTINATIONS = ("duckdb", "postgres")
+
+
+def _destination(text: str) -> str:
+    if text.lower() not in DESTINATIONS:
+        raise ValueError
+    return text.lower()
+
+
+def postgres_url(text: str) -> str:
+    """A postgresql:// URL (blank: none). Never echoed back in an error: it may hold a password."""
+    if not text:
+        return ""
+    parsed = urlparse(text)
+    if parsed.scheme not in ("postgresql", "postgres") or not (parsed.hostname or "host=" in parsed.query):
+        raise ValueError
+    return text
+
+
+def _schema_name(text: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", text):
+        raise ValueError
+    return text
+
+
 def _variable(name: str, default: str, parse: Callable[[str], Any], expected: str) -> Any:
     """A field read from environment variable `name` (`default` when unset or blank)."""
     return dataclasses.field(metadata={"variable": name, "default": default, "parse": parse, "expected": expected})
@@ -175,6 +201,27 @@ class Settings:
     duckdb_path: str = _variable(
         "ITERABLE_DUCKDB_PATH", "data/warehouse.duckdb", _database_path, "the path of a database file, not a folder"
     )
+    destination: str = _variable(
+        "ITERABLE_DESTINATION",
+        "duckdb",
+        _destination,
+        "duckdb (the file of ITERABLE_DUCKDB_PATH) or postgres (the database of ITERABLE_DESTINATION_URL)",
+    )
+    destination_url: str = _variable(
+        "ITERABLE_DESTINATION_URL",
+        "",
+        postgres_url,
+        "a URL such as postgresql://user@host:5432/db (the password from PGPASSWORD or ~/.pgpass)",
+    )
+    schema: str = _variable(
+        "ITERABLE_SCHEMA", "iterable", _schema_name, "a lower-case SQL name: letters, digits and _"
+    )
+    rate_budget_url: str = _variable(
+        "ITERABLE_RATE_BUDGET_URL",
+        "",
+        postgres_url,
+        "a URL such as postgresql://user@host:5432/db (blank: the instance's Postgres, else a local file)",
+    )
     rate_window_seconds: float = _variable("ITERABLE_RATE_WINDOW_SECONDS", "60", _positive_float, SECONDS)
     request_timeout_seconds: float = _variable("ITERABLE_REQUEST_TIMEOUT_SECONDS", "300", _positive_float, SECONDS)
     retry_attempts: int = _variable("ITERABLE_RETRY_ATTEMPTS", "6", _positive_int, "a whole number, 1 or more")
@@ -208,5 +255,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         try:
             values[spec.name] = spec.metadata["parse"](text)
         except ValueError:
-            raise SettingsError(f"{name}={text!r} is not valid: expected {spec.metadata['expected']}.") from None
-    return Settings(**values)
+            shown = "(a URL, not shown)" if spec.metadata["parse"] is postgres_url else repr(text)
+            raise SettingsError(f"{name}={shown} is not valid: expected {spec.metadata['expected']}.") from None
+    settings = Settings(**values)
+    if settings.destination == "postgres" and not settings.destination_url:
+        raise SettingsError("ITERABLE_DESTINATION=postgres needs ITERABLE_DESTINATION_URL (postgresql://user@host/db).")
+    return settings

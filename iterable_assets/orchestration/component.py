@@ -105,6 +105,12 @@ class IterableComponent(dg.Component, dg.Model, dg.Resolvable):
     shrink_alert_percent: float | str | None = Field(None, description=_described("ITERABLE_SHRINK_ALERT_PERCENT"))
     shrink_alert_severity: str | None = Field(None, description=_described("ITERABLE_SHRINK_ALERT_SEVERITY"))
     duckdb_path: str | None = Field(None, description=_described("ITERABLE_DUCKDB_PATH"))
+    destination: str | None = Field(None, description=_described("ITERABLE_DESTINATION"))
+    destination_url: str | None = Field(
+        None,
+        description="a postgresql:// URL, e.g. '{{ env.ITERABLE_DESTINATION_URL }}' (the password from PGPASSWORD)",
+    )
+    rate_budget_url: str | None = Field(None, description=_described("ITERABLE_RATE_BUDGET_URL"))
     rate_window_seconds: float | str | None = Field(None, description=_described("ITERABLE_RATE_WINDOW_SECONDS"))
     request_timeout_seconds: float | str | None = Field(
         None, description=_described("ITERABLE_REQUEST_TIMEOUT_SECONDS")
@@ -115,19 +121,21 @@ class IterableComponent(dg.Component, dg.Model, dg.Resolvable):
         None, description="a name for this project (lower case): its asset keys start with it, and its jobs, "
         "schedules, sensors, pools and partition sets are named after it. None: bare names"
     )  # fmt: skip
-    warehouse_schema: str = Field("iterable", alias="schema", description="the schema of its tables")
+    warehouse_schema: str | None = Field(None, alias="schema", description=_described("ITERABLE_SCHEMA"))
 
     def project(self) -> IterableProject:
         """The settings of this instance: each attribute given, checked by its variable's rule."""
         given = {
             variable: str(value)
             for variable, spec in VARIABLES.items()
-            if (value := getattr(self, spec.name)) is not None and str(value).strip() != ""
+            if (value := getattr(self, "warehouse_schema" if spec.name == "schema" else spec.name)) is not None
+            and str(value).strip() != ""
         }
-        for name, value in (("key_prefix", self.key_prefix), ("schema", self.warehouse_schema)):
-            if value is not None and not NAME.fullmatch(value):
-                raise SettingsError(f"{name}={value!r} is not valid: expected lower-case letters, digits and _.")
-        return IterableProject(load_settings(given), self.key_prefix, self.warehouse_schema)
+        if self.key_prefix is not None and not NAME.fullmatch(self.key_prefix):
+            raise SettingsError(
+                f"key_prefix={self.key_prefix!r} is not valid: expected lower-case letters, digits and _."
+            )
+        return IterableProject(load_settings(given), self.key_prefix)
 
     def api_key_variable(self) -> dg.EnvVar:
         """The key as an environment variable, so that Dagster shows its name and never the key: the

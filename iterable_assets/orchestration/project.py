@@ -19,7 +19,11 @@ from iterable_assets.catalog.streams import children
 class IterableProject:
     settings: Settings
     key_prefix: str | None = None  # None: bare asset keys and names, as a project alone in its code location
-    schema: str = "iterable"
+
+    @property
+    def schema(self) -> str:
+        """Where its tables live (ITERABLE_SCHEMA)."""
+        return self.settings.schema
 
     @property
     def streams(self) -> tuple[Stream, ...]:
