@@ -71,22 +71,22 @@ def child_baseline(body: str, database: str) -> dict:
 
 def child_asset(base_url: str, database: str, spool_dir: str) -> dict:
     import dagster as dg
-    from dagster_duckdb import DuckDBResource
 
     from iterable_assets.catalog.settings import load_settings
     from iterable_assets.orchestration.assets import build_assets
     from iterable_assets.orchestration.project import IterableProject
-    from iterable_assets.orchestration.resources import IterableResource
+    from iterable_assets.orchestration.resources import IterableResource, warehouse_resource
 
     # The ingest side measures loading, so the export budget is set out of the way.
     settings = load_settings(
-        {"ITERABLE_BASE_URL": base_url, "ITERABLE_EXPORT_REQUESTS_PER_MINUTE": "1e6", "ITERABLE_START_DATE": str(DAY)}
-    )
+        {"ITERABLE_BASE_URL": base_url, "ITERABLE_EXPORT_REQUESTS_PER_MINUTE": "1e6", "ITERABLE_START_DATE": str(DAY),
+         "ITERABLE_DUCKDB_PATH": database}
+    )  # fmt: skip
     resources = {
         "iterable": IterableResource.from_settings(
             settings, api_key="bench-key", rate_budget_path=spool_dir, spool_dir=spool_dir
         ),
-        "duckdb": DuckDBResource(database=database),
+        "warehouse": warehouse_resource(settings),
     }
     with dg.instance_for_test() as instance:
         result = dg.materialize(

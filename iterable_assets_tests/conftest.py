@@ -14,17 +14,17 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import requests
-from dagster_duckdb import DuckDBResource
 
 from iterable_assets.catalog.kinds import Stream
 from iterable_assets.catalog.settings import Settings, load_settings
 from iterable_assets.catalog.streams import STREAMS
 from iterable_assets.load import warehouse
+from iterable_assets.load.destination import Destination
 from iterable_assets.orchestration.assets import build_assets
 from iterable_assets.orchestration.checks import build_checks
 from iterable_assets.orchestration.plan import range_tags
 from iterable_assets.orchestration.project import IterableProject
-from iterable_assets.orchestration.resources import IterableResource
+from iterable_assets.orchestration.resources import IterableResource, warehouse_resource
 from iterable_simulator import Dataset, Simulator, SimulatorConfig
 
 API_KEY = "test-key-5f0c1d"
@@ -81,19 +81,24 @@ class Project:
     resource_overrides: dict = field(default_factory=dict)
     streams: tuple[Stream, ...] = STREAMS  # every table, as with ITERABLE_STREAMS=all
     settings: Settings = field(default_factory=lambda: load_settings(TEST_ENV))  # those the checks read
+    postgres_url: str | None = None  # the warehouse is this Postgres database, not `database`
+
+    @property
+    def destination(self) -> Destination:
+        return Destination("postgres", self.postgres_url) if self.postgres_url else Destination("duckdb", self.database)
 
     def project(self) -> IterableProject:
         """The Iterable project these tests load: the settings with this test's streams, days and database."""
         settings = dataclasses.replace(
             self.settings, streams=self.streams, start_date=self.start_date, window_days=self.window_days,
-            duckdb_path=self.database,
+            duckdb_path=self.database, destination=self.destination.kind, destination_url=self.postgres_url or "",
         )  # fmt: skip
         return IterableProject(settings)
 
     def resources(self) -> dict:
         iterable = iterable_resource(self.simulator.base_url, self.budget_dir, window_days=self.window_days,
                                      **self.resource_overrides)  # fmt: skip
-        return {"iterable": iterable, "duckdb": DuckDBResource(database=self.database)}
+        return {"iterable": iterable, "warehouse": warehouse_resource(self.project().settings)}
 
     def client(self):
         return self.resources()["iterable"].client
@@ -129,7 +134,7 @@ class Project:
         return build_checks(self.project())
 
     def query(self, sql: str, params: list | None = None) -> list[tuple]:
-        with warehouse.connect(self.database) as con:
+        with warehouse.connect(self.destination) as con:
             return con.execute(sql, params or []).fetchall()
 
     def export_requests(self) -> int:

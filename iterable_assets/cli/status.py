@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from iterable_assets.load import audit, warehouse
+from iterable_assets.load.destination import Destination
 from iterable_assets.orchestration.freshness import export_stale, table_stale
 from iterable_assets.orchestration.project import IterableProject
 
@@ -42,7 +43,7 @@ def table_status(
 ) -> list[TableStatus]:
     graph = defs.resolve_asset_graph()
     report = []
-    with warehouse.connect(project.settings.duckdb_path) as con:
+    with warehouse.connect(Destination.of(project.settings)) as con:
         for stream in project.streams:
             key = project.key(stream)
             event = instance.get_latest_materialization_event(key)

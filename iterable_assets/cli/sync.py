@@ -11,6 +11,7 @@ from iterable_assets.catalog.kinds import Partitioning
 from iterable_assets.cli.exits import Exit
 from iterable_assets.extract.client import KeyRefused, Unreachable
 from iterable_assets.load import warehouse
+from iterable_assets.load.destination import Destination
 from iterable_assets.orchestration.component import build_definitions
 from iterable_assets.orchestration.forget import JOB_NAME as FORGET_JOB
 from iterable_assets.orchestration.forget import Forgotten
@@ -166,7 +167,7 @@ def sync(
         else:
             run(step.streams)
     snapshot = run_job(SNAPSHOT_JOB, "snapshot_users", "user snapshot") if snapshot_users and not stopped() else None
-    with warehouse.connect(project.settings.duckdb_path) as con:
+    with warehouse.connect(Destination.of(project.settings)) as con:
         for report in reports.values():
             report.rows = warehouse.row_count(con, project.stream(report.table))
     return SyncResult([reports[name] for name in tables], failures, forgotten, snapshot)

@@ -7,14 +7,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-import duckdb
-
 from iterable_assets.catalog.kinds import Stream
+from iterable_assets.load.destination import Connection
 from iterable_assets.load.sql import quote
 from iterable_assets.load.warehouse import LOADED_DAYS, REJECTS, column_types, has_table, own_table, table_name
 
 
-def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> set[str]:
+def _columns(con: Connection, schema: str, table: str) -> set[str]:
     return {
         name
         for (name,) in con.execute(
@@ -24,13 +23,9 @@ def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> set[str
     }
 
 
-def column_schema(con: duckdb.DuckDBPyConnection, stream: Stream) -> list[tuple[str, str, str | None]]:
-    """(name, type, comment) of each column, in table order."""
-    return con.execute(
-        "SELECT column_name, data_type, comment FROM duckdb_columns() WHERE schema_name = ? AND table_name = ? "
-        "ORDER BY column_index",
-        [stream.schema, stream.name],
-    ).fetchall()
+def column_schema(con: Connection, stream: Stream) -> list[tuple[str, str, str | None]]:
+    """(name, type as the warehouse names it, comment) of each column, in table order."""
+    return [(name, kind, comment) for name, _, kind, comment in con.columns(stream.schema, stream.name)]
 
 
 @dataclass(frozen=True)
@@ -40,7 +35,7 @@ class Duplicates:
     example: tuple | None
 
 
-def _keys(con: duckdb.DuckDBPyConnection, stream: Stream) -> list[str] | None:
+def _keys(con: Connection, stream: Stream) -> list[str] | None:
     """The key's columns as SQL (NULL for a key column the table does not have yet); None: no table."""
     columns = column_types(con, stream)
     if not columns:
@@ -48,20 +43,21 @@ def _keys(con: duckdb.DuckDBPyConnection, stream: Stream) -> list[str] | None:
     return [quote(columns[k.lower()][0]) if k.lower() in columns else "NULL" for k in stream.primary_key]
 
 
-def duplicate_keys(con: duckdb.DuckDBPyConnection, stream: Stream) -> Duplicates:
+def duplicate_keys(con: Connection, stream: Stream) -> Duplicates:
     """Key values held by more than one row. A row whose key is all NULL holds none (see missing_keys)."""
     keys = _keys(con, stream)
-    if keys is None:
+    present = [k for k in keys or () if k != "NULL"]
+    if not present:  # no table, or no key column yet: no row has a key
         return Duplicates(0, 0, None)
     groups = (
-        f"SELECT count(*) AS n, ({', '.join(keys)})::VARCHAR AS example FROM {table_name(stream)} "
-        f"WHERE NOT ({' AND '.join(f'{k} IS NULL' for k in keys)}) GROUP BY ALL HAVING count(*) > 1"
+        f"SELECT count(*) AS n, CAST(({', '.join(keys)}) AS VARCHAR) AS example FROM {table_name(stream)} "
+        f"WHERE NOT ({' AND '.join(f'{k} IS NULL' for k in keys)}) GROUP BY {', '.join(present)} HAVING count(*) > 1"
     )
-    found = con.execute(f"SELECT count(*), COALESCE(sum(n), 0), min(example) FROM ({groups})").fetchone()
+    found = con.execute(f"SELECT count(*), COALESCE(sum(n), 0), min(example) FROM ({groups}) AS duplicated").fetchone()
     return Duplicates(found[0], int(found[1]), found[2])
 
 
-def missing_keys(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
+def missing_keys(con: Connection, stream: Stream) -> int:
     """Rows without a key: every key column NULL."""
     keys = _keys(con, stream)
     if keys is None:
@@ -79,7 +75,7 @@ class Coverage:
     days: dict[date, int]  # rows per loaded day, as the loads left them
 
 
-def day_coverage(con: duckdb.DuckDBPyConnection, stream: Stream) -> Coverage:
+def day_coverage(con: Connection, stream: Stream) -> Coverage:
     """The UTC days the loads of a window stream covered, and any day whose rows changed since."""
     if not has_table(con, stream.schema, LOADED_DAYS) or not column_types(con, stream):
         return Coverage(None, None, [], [], {})
@@ -96,7 +92,7 @@ def day_coverage(con: duckdb.DuckDBPyConnection, stream: Stream) -> Coverage:
     now = dict(
         con.execute(
             f"SELECT CAST({rk} AS DATE) AS day, count(*) FROM {table_name(stream)} "
-            f"WHERE {rk} >= ? AND {rk} < ? GROUP BY day",
+            f"WHERE {rk} >= ? AND {rk} < ? GROUP BY 1",
             [first, last + timedelta(days=1)],
         ).fetchall()
     )
@@ -106,7 +102,7 @@ def day_coverage(con: duckdb.DuckDBPyConnection, stream: Stream) -> Coverage:
     return Coverage(first, last, missing, changed, ledger)
 
 
-def shrunk_days(con: duckdb.DuckDBPyConnection, stream: Stream, percent: float) -> list[tuple[date, int, int]]:
+def shrunk_days(con: Connection, stream: Stream, percent: float) -> list[tuple[date, int, int]]:
     """(day, rows before, rows after) of each day whose last load took it from rows to none, or down
     by more than `percent` of them."""
     if "rows_before" not in _columns(con, stream.schema, LOADED_DAYS):  # no ledger, or one from before
@@ -135,7 +131,7 @@ class Comparison:
 
 
 def reconcile(
-    con: duckdb.DuckDBPyConnection, metrics: Stream, tables: dict[str, Stream]
+    con: Connection, metrics: Stream, tables: dict[str, Stream]
 ) -> tuple[list[Comparison], dict[int, list[str]]]:
     """For each campaign metrics row and each (table, metric) of `metrics.reconcile`: the metric and
     the table's rows for that campaign over the same days, where the table has every one of those
@@ -161,7 +157,7 @@ def reconcile(
     return compared, dict(skipped)
 
 
-def _rows_per_campaign(con: duckdb.DuckDBPyConnection, metrics: Stream, table: Stream) -> dict[int, int]:
+def _rows_per_campaign(con: Connection, metrics: Stream, table: Stream) -> dict[int, int]:
     """Per campaign with a metrics row: the table's rows for it over the metrics' days."""
     if metrics.reconcile_key.lower() not in column_types(con, table):
         return {}
@@ -181,7 +177,7 @@ def _not_loaded(coverage: Coverage, first: date, end: date) -> list[date]:
     return [day for day in days if day not in coverage.days or day in changed]
 
 
-def rejected_lines(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
+def rejected_lines(con: Connection, stream: Stream) -> int:
     """Lines of this stream's responses kept aside and not loaded since (a clean re-load clears them)."""
     if not has_table(con, stream.schema, REJECTS):
         return 0

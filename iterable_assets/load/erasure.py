@@ -16,14 +16,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
-import duckdb
-
 from iterable_assets.catalog.kinds import Stream
+from iterable_assets.load.destination import Connection
 from iterable_assets.load.sql import quote
 from iterable_assets.load.warehouse import (
     FORGOTTEN,
+    PROJECT,
     column_types,
-    ensure_forgotten,
     ensure_schema,
     forgotten_predicate,
     has_table,
@@ -34,20 +33,11 @@ from iterable_assets.load.warehouse import (
     take_off_days,
 )
 
-PROJECT = "_project"  # the project's type, as the last run that asked found it
 
-
-def _execute_many(con: duckdb.DuckDBPyConnection, sql: str, rows: list) -> None:
-    if rows:  # DuckDB refuses an empty list
-        con.executemany(sql, rows)
-
-
-def record_forgotten(
-    con: duckdb.DuckDBPyConnection, schema: str, served: dict[str, list[str]], now: datetime
-) -> tuple[int, int]:
+def record_forgotten(con: Connection, schema: str, served: dict[str, list[str]], now: datetime) -> tuple[int, int]:
     """Bring the list up to date with the hashes Iterable served, by identity (only the identities it
     served: a list not read says nothing). Returns (hashes new to the list, hashes that left it)."""
-    ensure_forgotten(con, schema)
+    ensure_schema(con, schema)
     table = own_table(schema, FORGOTTEN)
     new = gone = 0
     for identity, hashes in served.items():
@@ -57,24 +47,24 @@ def record_forgotten(
         again = [h for h in listed & set(known) if known[h] is not None]  # forgotten again after an unforget
         left = [h for h, at in known.items() if at is None and h not in listed]
         insert = f"INSERT INTO {table} VALUES (?, ?, ?, NULL, NULL, '{{}}')"
-        _execute_many(con, insert, [[h, identity, now] for h in fresh])
+        con.executemany(insert, [[h, identity, now] for h in fresh])
         # Rows loaded while it was not forgotten are purged again.
         reforget = f"UPDATE {table} SET unforgotten_at = NULL, purged_at = NULL WHERE hash = ? AND identity = ?"
-        _execute_many(con, reforget, [[h, identity] for h in again])
+        con.executemany(reforget, [[h, identity] for h in again])
         unforget = f"UPDATE {table} SET unforgotten_at = ? WHERE hash = ? AND identity = ?"
-        _execute_many(con, unforget, [[now, h, identity] for h in left])
+        con.executemany(unforget, [[now, h, identity] for h in left])
         new, gone = new + len(fresh), gone + len(left)
     return new, gone
 
 
-def unpurged(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
+def unpurged(con: Connection, schema: str) -> list[str]:
     """The forgotten users whose rows the forget step has not purged from every table yet."""
-    ensure_forgotten(con, schema)
+    ensure_schema(con, schema)
     query = f"SELECT hash FROM {own_table(schema, FORGOTTEN)} WHERE unforgotten_at IS NULL AND purged_at IS NULL"
     return [h for (h,) in con.execute(query).fetchall()]
 
 
-def purge(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
+def purge(con: Connection, stream: Stream) -> int:
     """Delete, in one transaction, every row of `stream` that names a forgotten user not purged yet;
     count them per hash in the list, and take them off the loaded-days ledger. Returns the rows
     deleted. (Loads never write a forgotten user's rows, so purged users need no second look.)"""
@@ -85,11 +75,11 @@ def purge(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
         return 0
     table = own_table(stream.schema, FORGOTTEN)
     day = f"CAST({quote(stream.replication_key)} AS DATE)" if stream.write == "window" else "NULL"
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with con.transaction():
+        con.lock(table_name(stream))
         deleted = con.execute(
             f"DELETE FROM {table_name(stream)} WHERE {forgotten} "
-            f"RETURNING {day}, {', '.join(hashed(c) for c in present)}"
+            f"RETURNING {day}, {', '.join(hashed(con, c) for c in present)}"
         ).fetchall()
         # Each row counts once, against the first of its identifiers that is forgotten (a hybrid
         # project's user can be listed by both).
@@ -98,30 +88,28 @@ def purge(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
         for hash_, rows in per_hash.items():
             counts = json.loads(listed[hash_])
             counts[stream.name] = counts.get(stream.name, 0) + rows
-            con.execute(f"UPDATE {table} SET rows_deleted = ? WHERE hash = ?", [json.dumps(counts), hash_])
+            con.execute(
+                f"UPDATE {table} SET rows_deleted = CAST(? AS JSON) WHERE hash = ?", [json.dumps(counts), hash_]
+            )
         if stream.write == "window":
             take_off_days(con, stream, Counter(day for day, *_ in deleted))
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return len(deleted)
 
 
-def mark_purged(con: duckdb.DuckDBPyConnection, schema: str, hashes: list[str], now: datetime) -> None:
+def mark_purged(con: Connection, schema: str, hashes: list[str], now: datetime) -> None:
     """Every table has been purged of these forgotten users."""
     update = f"UPDATE {own_table(schema, FORGOTTEN)} SET purged_at = ? WHERE hash = ?"
-    _execute_many(con, update, [[now, h] for h in hashes])
+    con.executemany(update, [[now, h] for h in hashes])
 
 
-def current_hashes(con: duckdb.DuckDBPyConnection, schema: str) -> int:
-    ensure_forgotten(con, schema)
+def current_hashes(con: Connection, schema: str) -> int:
+    ensure_schema(con, schema)
     return con.execute(f"SELECT count(*) FROM {own_table(schema, FORGOTTEN)} WHERE unforgotten_at IS NULL").fetchone()[
         0
     ]
 
 
-def forgotten_rows(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
+def forgotten_rows(con: Connection, stream: Stream) -> int:
     """Rows of `stream` that name a user who is forgotten now (none, after every purge and load)."""
     columns = column_types(con, stream)
     forgotten = forgotten_predicate(con, stream.schema, [c for c in stream.identity_columns if c.lower() in columns])
@@ -131,16 +119,16 @@ def forgotten_rows(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
 
 
 # ---- the project's type -----------------------------------------------------------------------------
-def record_project_type(con: duckdb.DuckDBPyConnection, schema: str, fingerprint: str, project_type: str) -> None:
+def record_project_type(con: Connection, schema: str, fingerprint: str, project_type: str) -> None:
     """Keep the type the last run found for the project of `fingerprint` (host and key digest)."""
     ensure_schema(con, schema)
     table = own_table(schema, PROJECT)
-    con.execute(f"CREATE TABLE IF NOT EXISTS {table} (fingerprint VARCHAR, project_type VARCHAR, found_at TIMESTAMPTZ)")
-    con.execute(f"DELETE FROM {table}")
-    con.execute(f"INSERT INTO {table} VALUES (?, ?, now())", [fingerprint, project_type])
+    with con.transaction():
+        con.execute(f"DELETE FROM {table}")
+        con.execute(f"INSERT INTO {table} VALUES (?, ?, now())", [fingerprint, project_type])
 
 
-def recorded_project_type(con: duckdb.DuckDBPyConnection, schema: str, fingerprint: str | None = None) -> str | None:
+def recorded_project_type(con: Connection, schema: str, fingerprint: str | None = None) -> str | None:
     """The type recorded for the project of `fingerprint` (None: whichever project was recorded last)."""
     if not has_table(con, schema, PROJECT):
         return None
@@ -158,7 +146,7 @@ class AbsentUsers:
 
 
 def delete_absent_users(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     users: Stream,
     holders: list[Stream],
     snapshot: Path,
@@ -178,7 +166,8 @@ def delete_absent_users(
     or created while the job ran, an event since) is kept. When the rows to delete are more than
     `max_share_percent` of a table's, nothing is deleted (`refused`): a wrong project, not deletions."""
     key = users.primary_key[0]
-    con.execute("CREATE OR REPLACE TEMP TABLE snapshot_users (k VARCHAR, email VARCHAR, userId VARCHAR)")
+    con.execute("DROP TABLE IF EXISTS snapshot_users")
+    con.execute("CREATE TEMP TABLE snapshot_users (k VARCHAR, email VARCHAR, userId VARCHAR)")
     for batch in _snapshot_identities(snapshot, key):
         con.executemany("INSERT INTO snapshot_users VALUES (?, ?, ?)", batch)
     in_snapshot = con.execute("SELECT count(DISTINCT k) FROM snapshot_users").fetchone()[0]
@@ -205,10 +194,12 @@ def delete_absent_users(
             unknown += f" AND NOT COALESCE({quote(moment)} >= TIMESTAMPTZ '{started.isoformat()}', FALSE)"
         returning = f"CAST({quote(moment)} AS DATE)" if stream.write == "window" else "NULL"
         if stream is users:
-            returning = f"sha256(lower(trim(CAST({quote(key)} AS VARCHAR))))"
+            returning = hashed(con, key)
         plans.append((stream, unknown, returning))
     shares = {
-        stream.name: con.execute(f"SELECT count(*) FILTER ({unknown}), count(*) FROM {table_name(stream)}").fetchone()
+        stream.name: con.execute(
+            f"SELECT count(*) FILTER (WHERE {unknown}), count(*) FROM {table_name(stream)}"
+        ).fetchone()
         for stream, unknown, _ in plans
     }
     absent = shares.get(users.name, (0, 0))[0]
@@ -216,21 +207,17 @@ def delete_absent_users(
         if gone * 100 > max_share_percent * total:
             return AbsentUsers(in_snapshot, absent, refused=(table, gone, total))
     deleted: dict[str, int] = {}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with con.transaction():
         for stream, unknown, returning in plans:
             if not shares[stream.name][0]:
                 continue
+            con.lock(table_name(stream))
             gone = con.execute(f"DELETE FROM {table_name(stream)} WHERE {unknown} RETURNING {returning}").fetchall()
             deleted[stream.name] = len(gone)
             if stream is users:
                 record_deleted(con, users, sorted({h for (h,) in gone}))
             elif stream.write == "window":
                 take_off_days(con, stream, Counter(d for (d,) in gone))
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return AbsentUsers(in_snapshot, absent, rows_deleted=deleted)
 
 

@@ -21,6 +21,7 @@ import duckdb
 from iterable_assets.catalog.kinds import Stream
 from iterable_assets.catalog.streams import STREAMS_BY_NAME
 from iterable_assets.load import reader, warehouse
+from iterable_assets.load.destination import Connection
 from iterable_assets.load.json_types import KIND_MISMATCH
 from iterable_assets.load.spool import NdjsonSpool
 from iterable_assets.load.sql import quote
@@ -33,7 +34,7 @@ class NotRecords(ValueError):
     """Lines of the body are JSON but not objects."""
 
 
-def load_ndjson(con: duckdb.DuckDBPyConnection, stream: Stream, spool: NdjsonSpool, scope: Scope) -> LoadResult:
+def load_ndjson(con: Connection, stream: Stream, spool: NdjsonSpool, scope: Scope) -> LoadResult:
     """Replace `scope` with the records of a spooled NDJSON body. Lines that are not JSON objects
     do not block the rest: they are kept verbatim in iterable._rejected_records."""
     try:
@@ -48,9 +49,7 @@ def load_ndjson(con: duckdb.DuckDBPyConnection, stream: Stream, spool: NdjsonSpo
             raise LoadError(f"{stream.name}: the response could not be read as JSON records: {exc}") from None
 
 
-def _load(
-    con: duckdb.DuckDBPyConnection, stream: Stream, spool: NdjsonSpool, scope: Scope, rejects: Rejects = ()
-) -> LoadResult:
+def _load(con: Connection, stream: Stream, spool: NdjsonSpool, scope: Scope, rejects: Rejects = ()) -> LoadResult:
     """Load a spool with every key it holds, typed as its first records show, in one read; if a
     later record has another key or a value of another kind, find every key (and, for a value of
     another kind, type every value) first and load again."""
@@ -62,19 +61,19 @@ def _load(
     try:
         with spool.type_header(first) as headed:
             try:
-                batch = reader.detected_batch(con, stream, spool.body, first) if headed else None
+                batch = reader.detected_batch(con.local, stream, spool.body, first) if headed else None
                 if batch is not None:
                     return warehouse.replace(con, stream, scope, batch, rejects)
             except duckdb.InvalidInputException as exc:  # a key or value the first part did not show, or a bad line
                 log.info("%s: %s; listing every key, then loading again", stream.name, _first_line(exc))
         try:
-            batch = reader.batch(stream, spool.body, spool.guessed_columns(con))
+            batch = reader.batch(stream, spool.body, spool.guessed_columns(con.local))
             return warehouse.replace(con, stream, scope, batch, rejects)
         except duckdb.InvalidInputException as exc:
             if KIND_MISMATCH not in str(exc):
                 raise
             log.info("%s: %s; typing every value, then loading again", stream.name, _first_line(exc))
-        batch = reader.batch(stream, spool.body, spool.columns(con))
+        batch = reader.batch(stream, spool.body, spool.columns(con.local))
         return warehouse.replace(con, stream, scope, batch, rejects)
     except duckdb.ConversionException as exc:
         raise LoadError(f"{stream.name}: a value could not be converted: {exc}") from None
@@ -84,12 +83,10 @@ def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0]
 
 
-def _load_keyless(
-    con: duckdb.DuckDBPyConnection, stream: Stream, spool: NdjsonSpool, scope: Scope, rejects: Rejects
-) -> LoadResult:
+def _load_keyless(con: Connection, stream: Stream, spool: NdjsonSpool, scope: Scope, rejects: Rejects) -> LoadResult:
     """A body in which no line has a key: blank lines are an empty body; other lines are either
     not objects (set aside by the caller) or `{}`, which no table can hold."""
-    kinds = reader.line_kinds(con, spool.body)
+    kinds = reader.line_kinds(con.local, spool.body)
     if not kinds:
         return warehouse.replace(con, stream, scope, None, rejects)
     if set(kinds) != {"OBJECT"}:
@@ -123,7 +120,7 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def load_records(con: duckdb.DuckDBPyConnection, stream: Stream, records: Iterable[dict], scope: Scope) -> LoadResult:
+def load_records(con: Connection, stream: Stream, records: Iterable[dict], scope: Scope) -> LoadResult:
     """Replace `scope` with records already parsed from a JSON resource (small by nature)."""
     with tempfile.TemporaryDirectory(prefix="iterable-records-") as folder:
         spool = NdjsonSpool(Path(folder))
@@ -134,7 +131,7 @@ def load_records(con: duckdb.DuckDBPyConnection, stream: Stream, records: Iterab
 
 
 def load_members(
-    con: duckdb.DuckDBPyConnection, stream: Stream, path: Path, parent_id: int, synced_at: datetime, project_type: str
+    con: Connection, stream: Stream, path: Path, parent_id: int, synced_at: datetime, project_type: str
 ) -> LoadResult:
     """Replace one list's members with those of a text body (one per line). Iterable names a member by
     email in email-based projects and by userId in userID-based ones. In hybrid projects it names it
@@ -143,9 +140,13 @@ def load_members(
     is_user_id = {"email": "FALSE", "userid": "(TRUE)"}.get(project_type)
     if is_user_id is None:
         users = dataclasses.replace(STREAMS_BY_NAME[stream.users_table], schema=stream.schema)
-        user_id = quote("userId")
-        known = f"member IN (SELECT {user_id} FROM {warehouse.table_name(users)} WHERE {user_id} IS NOT NULL)"
-        has_user_ids = "userid" in warehouse.column_types(con, users)
-        is_user_id = f"({known} OR NOT contains(member, '@'))" if has_user_ids else "NOT contains(member, '@')"
+        is_user_id = "NOT contains(member, '@')"
+        if "userid" in warehouse.column_types(con, users):  # the userIds with an @ (few), where the member is read
+            user_id = quote("userId")
+            known = con.from_warehouse(
+                "user_ids_with_at",
+                f"SELECT {user_id} AS id FROM {warehouse.table_name(users)} WHERE {user_id} LIKE '%@%'",
+            )
+            is_user_id = f"(member IN (SELECT id FROM {known}) OR {is_user_id})"
     batch = reader.members_batch(stream, path, parent_id, synced_at, is_user_id)
     return warehouse.replace(con, stream, Scope.equals(stream.partition_column, int(parent_id)), batch)

@@ -1,33 +1,29 @@
-"""The warehouse: DuckDB connections under the writer lock, and the one transaction every load is.
+"""The warehouse: the one transaction every load is, in either destination (see destination.py).
 
 `replace` deletes the rows a load replaces and inserts the new ones in one transaction, so a failed
-or killed load leaves the old rows. Columns follow the data: a column seen for the first time is
-added, and a column whose values change type is widened without loss (see `json_types.widen`).
-In the same transaction, lines of a response that could not be loaded are kept in the rejects
-table, and a window load records the rows of each day it covered in the loaded-days ledger.
+or killed load leaves the old rows; writers of one table take turns (a lock per table). Columns
+follow the data: a column seen for the first time is added, and a column whose values change type
+is widened without loss (see `json_types.widen`). In the same transaction, lines of a response that
+could not be loaded are kept in the rejects table, and a window load records the rows of each day it
+covered in the loaded-days ledger.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Iterator, Sequence
 
-import duckdb
-
 from iterable_assets.catalog.kinds import Stream
+from iterable_assets.load import destination as destinations
+from iterable_assets.load.destination import Connection, Destination
 from iterable_assets.load.json_types import NULL_TYPE, text_timestamp, widen
 from iterable_assets.load.sql import quote, sql_string
 
-MEMORY_LIMIT = "192MB"
-EXTERNAL_LOCK_WAIT_SECONDS = 300.0
 REJECTS = "_rejected_records"
 DELETED = "_deleted"  # rows that left a table because Iterable deleted what they hold: table, key, when
 FORGOTTEN = "_forgotten"  # the hashes of the users Iterable forgot (see erasure.py)
@@ -35,6 +31,16 @@ FORGOTTEN = "_forgotten"  # the hashes of the users Iterable forgot (see erasure
 # the rows it loaded (rows_loaded), and the rows the day has as loads left it (rows: rows_loaded, less
 # older versions of its keyed records that later loads superseded).
 LOADED_DAYS = "_loaded_days"
+PROJECT = "_project"  # the project's type, as the last run that asked found it
+OWN_TABLES = {
+    REJECTS: "stream VARCHAR, window_start TIMESTAMPTZ, window_end TIMESTAMPTZ, line BIGINT, error VARCHAR, "
+    "raw VARCHAR, loaded_at TIMESTAMPTZ",
+    DELETED: "table_name VARCHAR, key VARCHAR, noticed_at TIMESTAMPTZ",
+    FORGOTTEN: "hash VARCHAR, identity VARCHAR, first_seen TIMESTAMPTZ, unforgotten_at TIMESTAMPTZ, "
+    "purged_at TIMESTAMPTZ, rows_deleted JSON",
+    LOADED_DAYS: "stream VARCHAR, day DATE, rows BIGINT, loaded_at TIMESTAMPTZ, rows_before BIGINT, rows_loaded BIGINT",
+    PROJECT: "fingerprint VARCHAR, project_type VARCHAR, found_at TIMESTAMPTZ",
+}
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +49,11 @@ class LoadError(Exception):
     """A batch that cannot be stored as it is; the table keeps its previous rows."""
 
 
-class WarehouseBusy(Exception):
-    """Another program kept the DuckDB file locked for too long."""
+@contextmanager
+def connect(target: Destination | str) -> Iterator[Connection]:
+    """The warehouse: a Destination, or the path of a DuckDB file."""
+    with destinations.connect(target if isinstance(target, Destination) else Destination("duckdb", target)) as con:
+        yield con
 
 
 def table_name(stream: Stream) -> str:
@@ -56,49 +65,18 @@ def own_table(schema: str, name: str) -> str:
     return f"{schema}.{name}"
 
 
-def ensure_schema(con: duckdb.DuckDBPyConnection, schema: str) -> None:
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-
-
-@contextmanager
-def connect(database: str) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The warehouse, opened under an exclusive lock: DuckDB allows one writer process per file,
-    so runs of this project take turns instead of failing on DuckDB's own lock."""
-    Path(database).parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{database}.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        con = _open(database)
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            # Row order within a table carries no meaning; dropping it lets loads run in parallel.
-            con.execute("SET preserve_insertion_order = false")
-            # Bounded memory whatever the window's size: DuckDB spills to <database>.tmp beyond it.
-            con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
-            yield con
-        finally:
-            con.close()
-
-
-def _open(database: str) -> duckdb.DuckDBPyConnection:
-    """Connect, waiting while another program (a DuckDB shell, a notebook) holds the file."""
-    deadline, delay = time.monotonic() + EXTERNAL_LOCK_WAIT_SECONDS, 0.1
-    while True:
-        try:
-            return duckdb.connect(database)
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower():
-                raise
-            if time.monotonic() > deadline:
-                raise WarehouseBusy(
-                    f"{database} stayed locked by another program for {EXTERNAL_LOCK_WAIT_SECONDS:.0f} s "
-                    f"({exc}). Close the DuckDB shell or notebook that has it open, then re-run."
-                ) from None
-            if delay == 0.1:
-                log.warning(
-                    "%s is locked by another program; waiting up to %.0f s", database, EXTERNAL_LOCK_WAIT_SECONDS
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+def ensure_schema(con: Connection, schema: str) -> None:
+    """The schema and the warehouse's own tables in it, created once, by one writer at a time."""
+    if schema in con.ready:
+        return
+    with con.transaction():
+        con.lock(f"schema {schema}")
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        for name, columns in OWN_TABLES.items():
+            con.execute(f"CREATE TABLE IF NOT EXISTS {own_table(schema, name)} ({columns})")
+        for column in ("rows_before", "rows_loaded"):  # added since the first version of the ledger
+            con.execute(f"ALTER TABLE {own_table(schema, LOADED_DAYS)} ADD COLUMN IF NOT EXISTS {column} BIGINT")
+    con.ready.add(schema)
 
 
 @dataclass(frozen=True)
@@ -129,27 +107,17 @@ class Scope:
         return cls(f"{quote(column)} = ?", (value,))
 
 
-def ensure_forgotten(con: duckdb.DuckDBPyConnection, schema: str) -> None:
-    ensure_schema(con, schema)
-    con.execute(
-        f"CREATE TABLE IF NOT EXISTS {own_table(schema, FORGOTTEN)} (hash VARCHAR, identity VARCHAR, "
-        "first_seen TIMESTAMPTZ, unforgotten_at TIMESTAMPTZ, purged_at TIMESTAMPTZ, rows_deleted JSON)"
-    )
-
-
-def has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+def has_table(con: Connection, schema: str, table: str) -> bool:
     found = "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?"
     return bool(con.execute(found, [schema, table]).fetchone()[0])
 
 
-def hashed(column: str) -> str:
+def hashed(con: Connection, column: str) -> str:
     """SQL: the hash Iterable lists for the identifier a column holds (SHA-256, lowercased and trimmed)."""
-    return f"sha256(lower(trim(CAST({quote(column)} AS VARCHAR))))"
+    return con.sha256(f"lower(trim(CAST({quote(column)} AS VARCHAR)))")
 
 
-def forgotten_predicate(
-    con: duckdb.DuckDBPyConnection, schema: str, columns: Sequence[str], unpurged: bool = False
-) -> str | None:
+def forgotten_predicate(con: Connection, schema: str, columns: Sequence[str], unpurged: bool = False) -> str | None:
     """SQL over rows with `columns`: whether a row names a user who is forgotten now (`unpurged`: and
     whose rows the forget step has not purged yet); None when none of the columns names one who is,
     so that loads pay nothing while nobody is forgotten."""
@@ -157,9 +125,9 @@ def forgotten_predicate(
         return None
     table = own_table(schema, FORGOTTEN)
     which = "unforgotten_at IS NULL" + (" AND purged_at IS NULL" if unpurged else "")
-    current = dict(con.execute(f"SELECT identity, count(*) FROM {table} WHERE {which} GROUP BY ALL").fetchall())
+    current = dict(con.execute(f"SELECT identity, count(*) FROM {table} WHERE {which} GROUP BY identity").fetchall())
     tests = [
-        f"COALESCE({hashed(column)} IN (SELECT hash FROM {table} WHERE identity = {sql_string(column)} "
+        f"COALESCE({hashed(con, column)} IN (SELECT hash FROM {table} WHERE identity = {sql_string(column)} "
         f"AND {which}), FALSE)"
         for column in columns
         if current.get(column)
@@ -187,9 +155,7 @@ class LoadResult:
 Rejects = Sequence[tuple[int, str, str]]  # (line number, error, the line's text)
 
 
-def replace(
-    con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope, batch: Batch | None, rejects: Rejects = ()
-) -> LoadResult:
+def replace(con: Connection, stream: Stream, scope: Scope, batch: Batch | None, rejects: Rejects = ()) -> LoadResult:
     """In one transaction: delete the scope's rows and insert the batch (None: no rows), but for rows
     that name a user Iterable forgot: a load never writes those. With the scope's `listed` keys, rows
     whose key Iterable no longer lists leave the table and are recorded in the deletions table.
@@ -199,29 +165,31 @@ def replace(
     also drops the older versions of the records it loaded.
     """
     table = table_name(stream)
-    source = batch.sql if batch else None
-    people = [c for c, _ in batch.columns if c in stream.identity_columns] if batch else []
-    forgotten = forgotten_predicate(con, stream.schema, people) if people else None
-    if forgotten:
-        source = f"SELECT * FROM ({batch.sql}) WHERE NOT ({forgotten})"
-    if batch and scope.uses_batch:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS {source}")
-        source = "SELECT * FROM batch"
-    con.execute("BEGIN TRANSACTION")
-    try:
+    ensure_schema(con, stream.schema)
+    with con.transaction():
+        con.lock(table)
         ensure_table(con, stream)
         _timestamps_from_text(con, stream)
-        select = _evolve(con, stream, batch.columns if batch else [], batch.renamed if batch else {})
+        columns, select = _evolve(con, stream, batch.columns if batch else [], batch.renamed if batch else {})
+        source = con.stage(batch.sql, batch.columns) if batch else None
+        people = [c for c, _ in batch.columns if c in stream.identity_columns] if batch else []
+        forgotten = forgotten_predicate(con, stream.schema, people) if people else None
+        if source is not None and forgotten:
+            source = f"(SELECT * FROM {source} WHERE NOT ({forgotten})) AS incoming"
+        if source is not None and scope.uses_batch:
+            con.execute("DROP TABLE IF EXISTS batch")
+            con.execute(f"CREATE TEMP TABLE batch AS SELECT * FROM {source}")
+            source = "batch AS incoming"
         gone = _drop_missing(con, stream, scope.listed) if scope.listed is not None else 0
         before = _rows_per_day(con, stream, scope) if stream.write == "window" else {}
         replaced = 0
         if batch or not scope.uses_batch:  # a scope of the incoming keys replaces nothing when none come
-            replaced = con.execute(f"DELETE FROM {table} WHERE {scope.where}", list(scope.params)).fetchone()[0]
+            replaced = con.changed(f"DELETE FROM {table} WHERE {scope.where}", scope.params)
         rows = 0
         if source is not None:
-            rows = con.execute(f"INSERT INTO {table} BY NAME SELECT {select} FROM ({source})").fetchone()[0]
+            rows = con.changed(f"INSERT INTO {table} ({columns}) SELECT {select} FROM {source}")
         if stream.write == "window":
-            inside = con.execute(f"SELECT count(*) FROM {table} WHERE {scope.where}", list(scope.params)).fetchone()[0]
+            inside = con.execute(f"SELECT count(*) FROM {table} WHERE {scope.where}", scope.params).fetchone()[0]
             if inside != rows:
                 raise LoadError(
                     f"{stream.name}: {rows - inside} of {rows} records lie outside the requested "
@@ -230,16 +198,12 @@ def replace(
             superseded = _drop_superseded(con, stream, *scope.params) if stream.primary_key else Counter()
             _record_days(con, stream, *scope.params, before, superseded)
         _record_rejects(con, stream, scope, rejects)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.execute("DROP TABLE IF EXISTS batch")
+        if scope.uses_batch:
+            con.execute("DROP TABLE IF EXISTS batch")
     return LoadResult(rows=rows, replaced=replaced, rejected=len(rejects), gone=gone)
 
 
-def _drop_missing(con: duckdb.DuckDBPyConnection, stream: Stream, listed: Sequence[tuple]) -> int:
+def _drop_missing(con: Connection, stream: Stream, listed: Sequence[tuple]) -> int:
     """Delete the rows whose key is not in `listed` (what Iterable's full listing holds), record each
     such key in the deletions table, and return how many keys went."""
     keys = [quote(k) for k in stream.primary_key]
@@ -248,47 +212,45 @@ def _drop_missing(con: duckdb.DuckDBPyConnection, stream: Stream, listed: Sequen
     if not gone:
         return 0
     match = " AND ".join(f"{k} = ?" for k in keys)
-    con.executemany(f"DELETE FROM {table_name(stream)} WHERE {match}", [list(k) for k in gone])
+    con.executemany(f"DELETE FROM {table_name(stream)} WHERE {match}", gone)
     record_deleted(con, stream, [json.dumps(k[0] if len(k) == 1 else list(k), default=str) for k in gone])
     log.info("%s: %d record(s) no longer in Iterable's listing left the table", stream.name, len(gone))
     return len(gone)
 
 
-def record_deleted(con: duckdb.DuckDBPyConnection, stream: Stream, keys: Sequence[str]) -> None:
+def record_deleted(con: Connection, stream: Stream, keys: Sequence[str]) -> None:
     """Record that the rows of these keys (JSON text, or a hash where the key is personal) left the table."""
     table = own_table(stream.schema, DELETED)
-    con.execute(f"CREATE TABLE IF NOT EXISTS {table} (table_name VARCHAR, key VARCHAR, noticed_at TIMESTAMPTZ)")
     con.executemany(f"INSERT INTO {table} VALUES (?, ?, now())", [[stream.name, key] for key in keys])
 
 
-def _record_rejects(con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope, rejects: Rejects) -> None:
+def _record_rejects(con: Connection, stream: Stream, scope: Scope, rejects: Rejects) -> None:
     """Replace the rejected lines on record for this load's scope with the ones it found."""
     table = own_table(stream.schema, REJECTS)
-    con.execute(
-        f"CREATE TABLE IF NOT EXISTS {table} (stream VARCHAR, window_start TIMESTAMPTZ, "
-        "window_end TIMESTAMPTZ, line BIGINT, error VARCHAR, raw VARCHAR, loaded_at TIMESTAMPTZ)"
-    )
-    window = scope.params if stream.write == "window" else (None, None)
     if stream.write == "window":
         con.execute(
-            f"DELETE FROM {table} WHERE stream = ? AND window_start >= ? AND window_end <= ?", [stream.name, *window]
+            f"DELETE FROM {table} WHERE stream = ? AND window_start >= ? AND window_end <= ?",
+            [stream.name, *scope.params],
         )
     else:
         con.execute(f"DELETE FROM {table} WHERE stream = ?", [stream.name])
     if rejects:
         log.warning(
-            "%s: %d line(s) of the response are not JSON objects; kept verbatim in iterable.%s",
+            "%s: %d line(s) of the response are not JSON objects; kept verbatim in %s.%s",
             stream.name,
             len(rejects),
+            stream.schema,
             REJECTS,
         )
+        start, end = scope.params if stream.write == "window" else (None, None)
+        window = "CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ)" if start else "NULL, NULL"
         con.executemany(
-            f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, now())",
-            [[stream.name, *window, line, error, raw] for line, error, raw in rejects],
+            f"INSERT INTO {table} VALUES (?, {window}, ?, ?, ?, now())",
+            [[stream.name, *((start, end) if start else ()), line, error, raw] for line, error, raw in rejects],
         )
 
 
-def _drop_superseded(con: duckdb.DuckDBPyConnection, stream: Stream, start: datetime, end: datetime) -> Counter:
+def _drop_superseded(con: Connection, stream: Stream, start: datetime, end: datetime) -> Counter:
     """Drop older versions (from earlier windows) of the keyed records just loaded for [start, end);
     return how many rows each earlier day lost."""
     table, rk = table_name(stream), quote(stream.replication_key)
@@ -301,37 +263,29 @@ def _drop_superseded(con: duckdb.DuckDBPyConnection, stream: Stream, start: date
     return Counter(day for (day,) in dropped)
 
 
-def _rows_per_day(con: duckdb.DuckDBPyConnection, stream: Stream, scope: Scope) -> dict:
+def _rows_per_day(con: Connection, stream: Stream, scope: Scope) -> dict:
     """The rows of each UTC day in a window scope (days without rows left out)."""
     rk = quote(stream.replication_key)
     return dict(
         con.execute(
-            f"SELECT CAST({rk} AS DATE), count(*) FROM {table_name(stream)} WHERE {scope.where} GROUP BY ALL",
-            list(scope.params),
+            f"SELECT CAST({rk} AS DATE), count(*) FROM {table_name(stream)} WHERE {scope.where} GROUP BY 1",
+            scope.params,
         ).fetchall()
     )
 
 
 def _record_days(
-    con: duckdb.DuckDBPyConnection,
-    stream: Stream,
-    start: datetime,
-    end: datetime,
-    before: dict,
-    superseded: Counter,
+    con: Connection, stream: Stream, start: datetime, end: datetime, before: dict, superseded: Counter
 ) -> None:
     """Record each UTC day in [start, end) (a day without rows too): the rows this load found there
     (`before`) and left, and take the superseded rows off the days that lost them."""
     ledger, rk = own_table(stream.schema, LOADED_DAYS), quote(stream.replication_key)
-    con.execute(f"CREATE TABLE IF NOT EXISTS {ledger} (stream VARCHAR, day DATE, rows BIGINT, loaded_at TIMESTAMPTZ)")
-    for column in ("rows_before", "rows_loaded"):  # added since the first version of the ledger
-        con.execute(f"ALTER TABLE {ledger} ADD COLUMN IF NOT EXISTS {column} BIGINT")
     first, stop = start.date(), end.date()
     con.execute(f"DELETE FROM {ledger} WHERE stream = ? AND day >= ? AND day < ?", [stream.name, first, stop])
     con.execute(
         f"INSERT INTO {ledger} (stream, day, rows, loaded_at, rows_before, rows_loaded) "
         f"SELECT {sql_string(stream.name)}, days.day, count(t.{rk}), now(), 0, count(t.{rk}) "
-        f"FROM (SELECT CAST(range AS DATE) AS day FROM range(CAST(? AS DATE), CAST(? AS DATE), INTERVAL 1 DAY)) days "
+        f"FROM ({con.day_series()}) days "
         f"LEFT JOIN {table_name(stream)} t ON CAST(t.{rk} AS DATE) = days.day AND t.{rk} >= ? AND t.{rk} < ? "
         "GROUP BY days.day",
         [first, stop, start, end],
@@ -344,7 +298,7 @@ def _record_days(
     take_off_days(con, stream, superseded)
 
 
-def take_off_days(con: duckdb.DuckDBPyConnection, stream: Stream, lost: Counter) -> None:
+def take_off_days(con: Connection, stream: Stream, lost: Counter) -> None:
     """Take rows deleted since their load (superseded versions, forgotten users) off their days' ledger rows."""
     if lost:
         con.executemany(
@@ -354,25 +308,22 @@ def take_off_days(con: duckdb.DuckDBPyConnection, stream: Stream, lost: Counter)
 
 
 # ---- schema evolution ------------------------------------------------------------------------------
-def column_types(con: duckdb.DuckDBPyConnection, stream: Stream) -> dict[str, tuple[str, str]]:
-    """The table's columns, by lower-cased name: (name, type). Empty when there is no table yet."""
-    rows = con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
-        "ORDER BY ordinal_position",
-        [stream.schema, stream.name],
-    ).fetchall()
-    return {name.lower(): (name, data_type) for name, data_type in rows}
+def column_types(con: Connection, stream: Stream) -> dict[str, tuple[str, str]]:
+    """The table's columns, by lower-cased name: (name, DuckDB type). Empty when there is no table yet."""
+    return {name.lower(): (name, duck_type) for name, duck_type, _, _ in con.columns(stream.schema, stream.name)}
 
 
-def ensure_table(con: duckdb.DuckDBPyConnection, stream: Stream) -> None:
-    ensure_schema(con, stream.schema)
-    columns = ", ".join(f"{quote(name)} {duck_type}" for name, duck_type in stream.base_columns)
+def ensure_table(con: Connection, stream: Stream) -> None:
+    columns = ", ".join(f"{quote(name)} {con.type_sql(duck_type)}" for name, duck_type in stream.base_columns)
     con.execute(f"CREATE TABLE IF NOT EXISTS {table_name(stream)} ({columns})")
 
 
-def _timestamps_from_text(con: duckdb.DuckDBPyConnection, stream: Stream) -> None:
+def _timestamps_from_text(con: Connection, stream: Stream) -> None:
     """A timestamp field that an earlier version of the catalog stored as text (VARCHAR) becomes
-    TIMESTAMPTZ, in place, when every value it holds reads as a timestamp; else it stays text."""
+    TIMESTAMPTZ, in place, when every value it holds reads as a timestamp; else it stays text.
+    (Only DuckDB files can be that old.)"""
+    if con.kind != "duckdb":
+        return
     table = table_name(stream)
     for name, current in column_types(con, stream).values():
         if current != "VARCHAR" or name not in stream.timestamp_fields:
@@ -389,28 +340,28 @@ def _timestamps_from_text(con: duckdb.DuckDBPyConnection, stream: Stream) -> Non
 
 
 def _evolve(
-    con: duckdb.DuckDBPyConnection, stream: Stream, incoming: Sequence[tuple[str, str]], renamed: dict[str, str]
-) -> str:
-    """Create or widen the table for the incoming (column, type) pairs; return the INSERT's SELECT list.
-    A column named otherwise than its Iterable field says which field it holds, as its comment."""
+    con: Connection, stream: Stream, incoming: Sequence[tuple[str, str]], renamed: dict[str, str]
+) -> tuple[str, str]:
+    """Create or widen the table for the incoming (column, type) pairs; return the INSERT's column
+    list and SELECT list. A column named otherwise than its Iterable field says which field it holds,
+    as its comment."""
     table = table_name(stream)
     existing = column_types(con, stream)
-    select = []
+    targets, select = [], []
     for column, duck_type in incoming:
         if column.lower() not in existing:
-            new_type = "JSON" if duck_type == NULL_TYPE else duck_type
-            con.execute(f"ALTER TABLE {table} ADD COLUMN {quote(column)} {new_type}")
+            name, final = column, "JSON" if duck_type == NULL_TYPE else duck_type
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {quote(column)} {con.type_sql(final)}")
             if column in renamed:
                 field_name = renamed[column]
                 why = "a column needs a name" if not field_name else "names that differ only by case would collide"
                 comment = f"Iterable field {field_name!r}, renamed ({why})"
                 con.execute(f"COMMENT ON COLUMN {table}.{quote(column)} IS {sql_string(comment)}")
-            final = new_type
         else:
             name, current = existing[column.lower()]
             final = widen(current, duck_type)
             if final != current:
-                using = f"to_json({quote(name)})" if final == "JSON" else f"CAST({quote(name)} AS {final})"
+                using = con.to_json(quote(name)) if final == "JSON" else f"CAST({quote(name)} AS {con.type_sql(final)})"
                 log.warning(
                     "%s.%s: values of type %s arrived in a %s column; widening it to %s",
                     stream.name,
@@ -419,24 +370,22 @@ def _evolve(
                     current,
                     final,
                 )
-                con.execute(f"ALTER TABLE {table} ALTER COLUMN {quote(name)} SET DATA TYPE {final} USING {using}")
-        if final == duck_type or duck_type == NULL_TYPE:
-            select.append(quote(column))
-        elif final == "JSON":
-            select.append(f"to_json({quote(column)}) AS {quote(column)}")
-        else:
-            select.append(f"CAST({quote(column)} AS {final}) AS {quote(column)}")
-    return ", ".join(select)
+                con.execute(
+                    f"ALTER TABLE {table} ALTER COLUMN {quote(name)} SET DATA TYPE {con.type_sql(final)} USING {using}"
+                )
+        targets.append(quote(name))
+        select.append(con.incoming(column, duck_type, final))
+    return ", ".join(targets), ", ".join(select)
 
 
 # ---- reads -------------------------------------------------------------------------------------------
-def max_value(con: duckdb.DuckDBPyConnection, stream: Stream, column: str):
+def max_value(con: Connection, stream: Stream, column: str):
     if not column_types(con, stream):
         return None
     return con.execute(f"SELECT max({quote(column)}) FROM {table_name(stream)}").fetchone()[0]
 
 
-def read_columns(con: duckdb.DuckDBPyConnection, stream: Stream, columns: Sequence[str]) -> list[dict]:
+def read_columns(con: Connection, stream: Stream, columns: Sequence[str]) -> list[dict]:
     """Every row's `columns` (None for a column the table does not have yet; no rows without a table)."""
     existing = column_types(con, stream)
     if not existing:
@@ -445,17 +394,15 @@ def read_columns(con: duckdb.DuckDBPyConnection, stream: Stream, columns: Sequen
     return [dict(zip(columns, row)) for row in con.execute(f"SELECT {select} FROM {table_name(stream)}").fetchall()]
 
 
-def row_count(con: duckdb.DuckDBPyConnection, stream: Stream) -> int:
+def row_count(con: Connection, stream: Stream) -> int:
     if not column_types(con, stream):
         return 0
     return con.execute(f"SELECT count(*) FROM {table_name(stream)}").fetchone()[0]
 
 
-def delete_where_in(con: duckdb.DuckDBPyConnection, stream: Stream, column: str, values: Sequence) -> int:
+def delete_where_in(con: Connection, stream: Stream, column: str, values: Sequence) -> int:
     """Delete the rows whose `column` is one of `values` (the members of lists that are gone)."""
     if not values or not column_types(con, stream):
         return 0
     placeholders = ", ".join("?" for _ in values)
-    return con.execute(
-        f"DELETE FROM {table_name(stream)} WHERE {quote(column)} IN ({placeholders})", list(values)
-    ).fetchone()[0]
+    return con.changed(f"DELETE FROM {table_name(stream)} WHERE {quote(column)} IN ({placeholders})", values)

@@ -16,6 +16,7 @@ from iterable_assets.catalog.clock import utc
 from iterable_assets.catalog.kinds import Partitioning, Stream
 from iterable_assets.extract.sinks import TextFile
 from iterable_assets.load import audit, erasure, loader, warehouse
+from iterable_assets.load.destination import Destination
 from iterable_assets.load.spool import NdjsonSpool
 from iterable_assets.orchestration.freshness import TABLE_POLICY
 from iterable_assets.orchestration.partitions import partition_changes
@@ -23,7 +24,6 @@ from iterable_assets.orchestration.plan import EXPORT_MODE_TAG
 from iterable_assets.orchestration.project import IterableProject
 from iterable_assets.orchestration.resources import IterableResource
 
-KINDS = {"iterable", "duckdb"}
 COLUMN_TYPES_CHECK = "column_types_unchanged"
 
 
@@ -47,9 +47,13 @@ class Step:
     Scope = warehouse.Scope
 
     def __init__(
-        self, project: IterableProject, context: dg.AssetExecutionContext, iterable: IterableResource, database: str
+        self,
+        project: IterableProject,
+        context: dg.AssetExecutionContext,
+        iterable: IterableResource,
+        destination: Destination,
     ):
-        self.project, self.context, self.iterable, self.database = project, context, iterable, database
+        self.project, self.context, self.iterable, self.destination = project, context, iterable, destination
         self.client = iterable.client
         self.start_date = project.start_date
         self._project_type: str | None = None
@@ -59,7 +63,7 @@ class Step:
 
     def project_type(self) -> str:
         if self._project_type is None:
-            with warehouse.connect(self.database) as con:
+            with warehouse.connect(self.destination) as con:
                 self._project_type = project_type(self.iterable, con, self.project.schema)
         return self._project_type
 
@@ -87,23 +91,23 @@ class Step:
             yield TextFile(Path(folder) / "members.txt")
 
     def load_ndjson(self, stream: Stream, spool, scope):
-        with warehouse.connect(self.database) as con:
+        with warehouse.connect(self.destination) as con:
             return loader.load_ndjson(con, stream, spool, scope)
 
     def load_records(self, stream: Stream, records: list[dict], scope):
-        with warehouse.connect(self.database) as con:
+        with warehouse.connect(self.destination) as con:
             return loader.load_records(con, stream, records, scope)
 
     def load_members(self, stream: Stream, path, parent_id: int, synced_at: datetime, project_type: str):
-        with warehouse.connect(self.database) as con:
+        with warehouse.connect(self.destination) as con:
             return loader.load_members(con, stream, path, parent_id, synced_at, project_type)
 
     def read_columns(self, stream: Stream, columns: tuple[str, ...]) -> list[dict]:
-        with warehouse.connect(self.database) as con:
+        with warehouse.connect(self.destination) as con:
             return warehouse.read_columns(con, stream, columns)
 
     def max_value(self, stream: Stream, column: str):
-        with warehouse.connect(self.database) as con:
+        with warehouse.connect(self.destination) as con:
             return warehouse.max_value(con, stream, column)
 
     def stream(self, name: str) -> Stream:
@@ -120,7 +124,7 @@ class Step:
             if added:
                 instance.add_dynamic_partitions(partitions.name, added)
             # Rows first: if the run dies in between, the partition is still known and the next run retries.
-            with warehouse.connect(self.database) as con:
+            with warehouse.connect(self.destination) as con:
                 removed_ids = [int(k) for k in removed]
                 deleted_rows = warehouse.delete_where_in(con, child, child.partition_column, removed_ids)
             for key in removed:
@@ -134,7 +138,7 @@ class Step:
         return metadata
 
 
-def _described(con, stream: Stream, database: str, before: dict) -> tuple[dict, dg.AssetCheckResult]:
+def _described(con, stream: Stream, destination: Destination, before: dict) -> tuple[dict, dg.AssetCheckResult]:
     """The materialization's table metadata, and the column-types check of the run (whose columns
     were `before` it)."""
     columns = audit.column_schema(con, stream)
@@ -151,7 +155,7 @@ def _described(con, stream: Stream, database: str, before: dict) -> tuple[dict, 
         metadata={"widened": ", ".join(widened), "columns_added": ", ".join(added)},
     )
     metadata = {
-        "dagster/table_name": f"{Path(database).stem}.{stream.schema}.{stream.name}",
+        "dagster/table_name": f"{destination.database}.{stream.schema}.{stream.name}",
         "dagster/column_schema": schema,
         "dagster/row_count": warehouse.row_count(con, stream),
     }
@@ -170,7 +174,7 @@ def build_asset(project: IterableProject, stream: Stream) -> dg.AssetsDefinition
     args = dict(
         key=key,
         group_name=project.name(stream.group),
-        kinds=KINDS,
+        kinds={"iterable", project.settings.destination},
         pool=project.name(stream.pool) if stream.pool else None,
         check_specs=[column_types],
         partitions_def=project.partitions(stream),
@@ -187,12 +191,12 @@ def build_asset(project: IterableProject, stream: Stream) -> dg.AssetsDefinition
 
         @dg.asset(**args, required_resource_keys=set(project.resource_keys))
         def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-            iterable, duckdb = (getattr(context.resources, key) for key in project.resource_keys)
-            with warehouse.connect(duckdb.database) as con:
+            iterable, destination = project.resources(context.resources)
+            with warehouse.connect(destination) as con:
                 before = warehouse.column_types(con, stream)
-            done = stream.materialize(Step(project, context, iterable, duckdb.database))
-            with warehouse.connect(duckdb.database) as con:
-                metadata, check = _described(con, stream, duckdb.database, before)
+            done = stream.materialize(Step(project, context, iterable, destination))
+            with warehouse.connect(destination) as con:
+                metadata, check = _described(con, stream, destination, before)
                 days = audit.day_coverage(con, stream).days if daily else {}
             if not daily:
                 return dg.MaterializeResult(metadata={**metadata, **done}, check_results=[check])

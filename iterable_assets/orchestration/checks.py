@@ -179,16 +179,16 @@ def _kinds(settings: Settings) -> dict[str, tuple[Callable[[Stream], bool], Call
 def _build(name: str, covers, describe, evaluate: Result, project: IterableProject) -> dg.AssetChecksDefinition:
     by_key = {project.key(s): s for s in project.streams if covers(s)}
 
-    duckdb_key = project.resource_keys[1]
+    warehouse_key = project.resource_keys[1]
 
     @dg.multi_asset_check(
         name=project.name(f"iterable_{name}"),
         specs=[dg.AssetCheckSpec(name, asset=key, description=describe(s)) for key, s in by_key.items()],
         can_subset=True,
-        required_resource_keys={duckdb_key},
+        required_resource_keys={warehouse_key},
     )
     def _check(context: dg.AssetCheckExecutionContext):
-        with warehouse.connect(getattr(context.resources, duckdb_key).database) as con:
+        with warehouse.connect(getattr(context.resources, warehouse_key).destination) as con:
             for key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.to_user_string()):
                 result = evaluate(con, by_key[key.asset_key])
                 yield dg.AssetCheckResult(asset_key=key.asset_key, check_name=name, **result)
@@ -203,19 +203,19 @@ def _reconciles(project: IterableProject, metrics: Stream) -> dg.AssetChecksDefi
     tables = {s.name: s for s in project.streams if s.name in dict(metrics.reconcile)}
     pairs = ", ".join(f"{table} rows vs '{metric}'" for table, metric in metrics.reconcile if table in tables)
 
-    duckdb_key = project.resource_keys[1]
+    warehouse_key = project.resource_keys[1]
 
     @dg.asset_check(
         asset=project.key(metrics),
         name="reconciles_with_events",
-        required_resource_keys={duckdb_key},
+        required_resource_keys={warehouse_key},
         additional_deps=[project.key(t) for t in tables.values()],  # in a run that loads them too, after them
         description=f"ERROR when a campaign's loaded events differ from Iterable's totals by more than "
         f"{tolerance_percent:g} %: {pairs} (totals, not the unique metrics). Campaigns whose span is not "
         "loaded in full are left out, and said so.",
     )
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        with warehouse.connect(getattr(context.resources, duckdb_key).database) as con:
+        with warehouse.connect(getattr(context.resources, warehouse_key).destination) as con:
             compared, skipped = audit.reconcile(con, metrics, tables)
         off = [c for c in compared if abs(c.differs_by()) > tolerance_percent]
         named = [f"campaign {c.campaign}: {c.loaded} {c.table} rows, Iterable's {c.metric} {c.iterable:g}" for c in off]

@@ -12,7 +12,6 @@ import os
 import re
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from iterable_assets.catalog.settings import VARIABLES, SettingsError, load_settings
@@ -21,7 +20,7 @@ from iterable_assets.orchestration.automation import build_automation
 from iterable_assets.orchestration.checks import build_checks
 from iterable_assets.orchestration.freshness import freshness_sensor
 from iterable_assets.orchestration.project import IterableProject
-from iterable_assets.orchestration.resources import IterableResource
+from iterable_assets.orchestration.resources import IterableResource, warehouse_resource
 
 API_KEY_VARIABLE = "ITERABLE_API_KEY"
 NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -32,7 +31,7 @@ def build_definitions(project: IterableProject, api_key) -> dg.Definitions:
     variable's name, never the key."""
     automation = build_automation(project)
     checks = build_checks(project)
-    iterable_key, duckdb_key = project.resource_keys
+    iterable_key, warehouse_key = project.resource_keys
     return dg.Definitions(
         assets=build_assets(project),
         asset_checks=checks,
@@ -41,7 +40,7 @@ def build_definitions(project: IterableProject, api_key) -> dg.Definitions:
         sensors=[*automation.sensors, *freshness_sensor(checks, project.name("iterable_freshness_sensor"))],
         resources={
             iterable_key: IterableResource.from_settings(project.settings, api_key=api_key),
-            duckdb_key: DuckDBResource(database=project.settings.duckdb_path),
+            warehouse_key: warehouse_resource(project.settings),
         },
     )
 

@@ -16,6 +16,7 @@ import dagster as dg
 from iterable_assets.catalog.streams import STREAMS
 from iterable_assets.extract.client import IterableClient
 from iterable_assets.load import erasure, warehouse
+from iterable_assets.load.destination import Destination
 from iterable_assets.orchestration.one_op_job import build_one_op_job
 from iterable_assets.orchestration.project import IterableProject
 
@@ -38,13 +39,13 @@ class Forgotten:
         )
 
 
-def forget_users(client: IterableClient, database: str, schema: str) -> Forgotten:
+def forget_users(client: IterableClient, destination: Destination, schema: str) -> Forgotten:
     """Every table of the catalog that holds people is purged (a table not chosen now may hold rows
     from when it was)."""
     project_type, served = client.forgotten()
     now = datetime.now(timezone.utc)
     streams = [dataclasses.replace(s, schema=schema) for s in STREAMS if s.identity_columns]
-    with warehouse.connect(database) as con:
+    with warehouse.connect(destination) as con:
         if erasure.recorded_project_type(con, schema, client.project_fingerprint) != project_type:
             erasure.record_project_type(con, schema, client.project_fingerprint, project_type)
         new, unforgotten = erasure.record_forgotten(con, schema, served, now)
@@ -63,7 +64,7 @@ def build_forget_job(project: IterableProject) -> dg.JobDefinition:
         "forget_users",
         "Reads Iterable's forgotten-user lists and deletes the rows of forgotten users from every table that "
         f"holds people; records each hash (never an email or userId) in {project.schema}._forgotten.",
-        lambda iterable, database, log: forget_users(iterable.client, database, project.schema),
+        lambda iterable, destination, log: forget_users(iterable.client, destination, project.schema),
         lambda report: {
             "project_type": report.project_type,
             "forgotten_users": report.listed,

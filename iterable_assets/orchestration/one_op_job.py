@@ -1,10 +1,11 @@
-"""A job of one op over the project's two resources (Iterable and DuckDB): the forget step and the
+"""A job of one op over the project's two resources (Iterable and the warehouse): the forget step and the
 user snapshot. The op logs its report's summary and puts its figures in the op's metadata."""
 
 from typing import Any, Callable
 
 import dagster as dg
 
+from iterable_assets.load.destination import Destination
 from iterable_assets.orchestration.project import IterableProject
 
 
@@ -14,15 +15,13 @@ def build_one_op_job(
     job_description: str,
     op_name: str,
     op_description: str,
-    run: Callable[[Any, str, Callable[[str], None]], Any],  # (IterableResource, database, log) -> report
+    run: Callable[[Any, Destination, Callable[[str], None]], Any],  # (IterableResource, warehouse, log) -> report
     figures: Callable[[Any], dict],  # the report's metadata (rows_deleted per table is added)
 ) -> dg.JobDefinition:
-    iterable_key, duckdb_key = project.resource_keys
-
-    @dg.op(name=op_name, required_resource_keys={iterable_key, duckdb_key}, description=op_description)
+    @dg.op(name=op_name, required_resource_keys=set(project.resource_keys), description=op_description)
     def the_op(context: dg.OpExecutionContext):
-        iterable, duckdb = getattr(context.resources, iterable_key), getattr(context.resources, duckdb_key)
-        report = run(iterable, duckdb.database, context.log.info)
+        iterable, destination = project.resources(context.resources)
+        report = run(iterable, destination, context.log.info)
         context.log.info(report.summary())
         context.add_output_metadata(
             {

@@ -42,8 +42,13 @@ class IterableProject:
 
     @property
     def resource_keys(self) -> tuple[str, str]:
-        """The keys of its Iterable and DuckDB resources."""
-        return self.name("iterable"), self.name("duckdb")
+        """The keys of its Iterable and warehouse resources."""
+        return self.name("iterable"), self.name("warehouse")
+
+    def resources(self, resources) -> tuple:
+        """Its Iterable resource and its warehouse's Destination, from a step's resources."""
+        iterable_key, warehouse_key = self.resource_keys
+        return getattr(resources, iterable_key), getattr(resources, warehouse_key).destination
 
     def name(self, base: str) -> str:
         """A job's, schedule's, sensor's, pool's or partition set's name in this project."""

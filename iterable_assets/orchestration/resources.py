@@ -1,13 +1,17 @@
-"""The Dagster resources: Iterable's API (a ConfigurableResource around extract's client) and DuckDB."""
+"""The Dagster resources: Iterable's API (a ConfigurableResource around extract's client) and the
+warehouse (a DuckDB file, or a Postgres database)."""
 
 import dataclasses
+import os
 from typing import Any
 
 import dagster as dg
-from pydantic import PrivateAttr
+from dagster_duckdb import DuckDBResource
+from pydantic import Field, PrivateAttr
 
 from iterable_assets.catalog.settings import Settings
 from iterable_assets.extract.client import IterableClient
+from iterable_assets.load.destination import Destination
 
 
 class IterableResource(dg.ConfigurableResource):
@@ -45,3 +49,29 @@ class IterableResource(dg.ConfigurableResource):
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._client is not None:
             self._client.close()
+
+
+class DuckDBWarehouse(DuckDBResource):
+    """The warehouse as a DuckDB file (ITERABLE_DESTINATION=duckdb): Dagster's DuckDB resource."""
+
+    @property
+    def destination(self) -> Destination:
+        return Destination("duckdb", self.database)
+
+
+class PostgresWarehouse(dg.ConfigurableResource):
+    """The warehouse as a Postgres database (ITERABLE_DESTINATION=postgres)."""
+
+    url: str = Field(description="postgresql://user@host:port/db; the password from PGPASSWORD")
+
+    @property
+    def destination(self) -> Destination:
+        return Destination("postgres", self.url)
+
+
+def warehouse_resource(settings: Settings) -> DuckDBWarehouse | PostgresWarehouse:
+    if settings.destination == "duckdb":
+        return DuckDBWarehouse(database=settings.duckdb_path)
+    # From the environment, the UI shows the variable's name, not the URL (which may hold a password).
+    from_env = os.environ.get("ITERABLE_DESTINATION_URL", "").strip() == settings.destination_url
+    return PostgresWarehouse(url=dg.EnvVar("ITERABLE_DESTINATION_URL") if from_env else settings.destination_url)

@@ -25,6 +25,7 @@ import dagster as dg
 
 from iterable_assets.catalog.streams import STREAMS, UNIQUE_IDENTIFIERS, USERS_STREAM
 from iterable_assets.load import erasure, warehouse
+from iterable_assets.load.destination import Destination
 from iterable_assets.load.spool import NdjsonSpool
 from iterable_assets.orchestration.assets import project_type
 from iterable_assets.orchestration.one_op_job import build_one_op_job
@@ -55,9 +56,9 @@ class Snapshot:
         )
 
 
-def snapshot_users(iterable: IterableResource, project: IterableProject, database: str, log) -> Snapshot:
+def snapshot_users(iterable: IterableResource, project: IterableProject, destination: Destination, log) -> Snapshot:
     users = project.stream(USERS_STREAM.name)
-    with warehouse.connect(database) as con:
+    with warehouse.connect(destination) as con:
         found = project_type(iterable, con, project.schema)
         keyed = users.for_project(found)
         before = warehouse.row_count(con, keyed)
@@ -69,7 +70,7 @@ def snapshot_users(iterable: IterableResource, project: IterableProject, databas
         spool = NdjsonSpool(Path(folder))
         jobs = iterable.client.export_jobs(log, iterable.spool_dir)
         report = jobs.export(keyed.data_type_name, EPOCH, started + timedelta(days=1), spool, pieces=1)
-        with warehouse.connect(database) as con:
+        with warehouse.connect(destination) as con:
             absent = erasure.delete_absent_users(
                 con,
                 keyed,
@@ -98,7 +99,7 @@ def build_snapshot_job(project: IterableProject) -> dg.JobDefinition:
         "snapshot_users",
         "Reads every user Iterable has with one export job; users it lacks were deleted in Iterable and leave "
         f"users, list_users and every event table (recorded as hashes in {project.schema}._deleted).",
-        lambda iterable, database, log: snapshot_users(iterable, project, database, log),
+        lambda iterable, destination, log: snapshot_users(iterable, project, destination, log),
         lambda report: {
             "users_before": report.users_before,
             "users_in_snapshot": report.users_in_snapshot,
