@@ -137,6 +137,11 @@ class Project:
         with warehouse.connect(self.destination) as con:
             return con.execute(sql, params or []).fetchall()
 
+    def columns(self, table: str) -> list[str]:
+        """The columns of iterable.<table>, in order."""
+        with warehouse.connect(self.destination) as con:
+            return [name for name, *_ in con.columns("iterable", table)]
+
     def export_requests(self) -> int:
         return len(self.simulator.requests_to("/api/export/data.json"))
 
@@ -170,9 +175,17 @@ def simulator(dataset):
 
 
 @pytest.fixture
-def project(tmp_path, simulator, dataset):
+def warehouse_kind() -> str:
+    """The project's destination: a test parametrized on `warehouse_kind` runs on Postgres too."""
+    return "duckdb"
+
+
+@pytest.fixture
+def project(request, tmp_path, simulator, dataset, warehouse_kind):
+    postgres_url = request.getfixturevalue("postgres_url") if warehouse_kind == "postgres" else None
     with dg.instance_for_test() as instance:
-        yield Project(simulator, dataset, str(tmp_path / "warehouse.duckdb"), instance, tmp_path)
+        yield Project(simulator, dataset, str(tmp_path / "warehouse.duckdb"), instance, tmp_path,
+                      postgres_url=postgres_url)  # fmt: skip
 
 
 @pytest.fixture
@@ -190,6 +203,8 @@ def cli_env(project, tmp_path) -> dict:
         ITERABLE_BASE_URL=project.simulator.base_url,
         ITERABLE_START_DATE="2024-01-01",
         ITERABLE_DUCKDB_PATH=project.database,
+        ITERABLE_DESTINATION=project.destination.kind,
+        ITERABLE_DESTINATION_URL=project.postgres_url or "",
         ITERABLE_RETRY_ATTEMPTS="6",
         ITERABLE_REQUEST_TIMEOUT_SECONDS="300",
         DAGSTER_HOME=str(home),
@@ -210,11 +225,11 @@ def http():
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
+def postgres():
     """One PostgreSQL server for the session (see postgres_server.py), stopped by its PID."""
     from iterable_assets_tests.postgres_server import start_postgres
 
-    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    server = start_postgres()
     yield server
     server.stop()
 
@@ -223,3 +238,8 @@ def postgres(tmp_path_factory):
 def postgres_url(postgres) -> str:
     """A fresh database of the session's server."""
     return postgres.create_database()
+
+# Parametrize a test that uses `project` with this to run it on both destinations (Postgres: full tier).
+BOTH_WAREHOUSES = pytest.mark.parametrize(
+    "warehouse_kind", ["duckdb", pytest.param("postgres", marks=pytest.mark.full)]
+)

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
+from iterable_assets.catalog.clock import EPOCH
 from iterable_assets.catalog.kinds import Export, Partitioning
 from iterable_assets.catalog.settings import load_settings
 from iterable_assets.catalog.streams import DEFAULT_STREAMS, STREAMS
@@ -111,8 +112,8 @@ def assert_catalog_exact(project, names=CATALOG) -> None:
     ds = project.dataset
     expected = {
         "campaigns": (
-            'SELECT id, epoch_ms("updatedAt") FROM iterable.campaigns',
-            lambda: [(c["id"], c["updatedAt"]) for c in ds.campaigns()],
+            'SELECT id, "updatedAt" FROM iterable.campaigns',
+            lambda: [(c["id"], EPOCH + timedelta(milliseconds=c["updatedAt"])) for c in ds.campaigns()],
         ),
         "templates": (
             'SELECT "templateId" FROM iterable.templates',

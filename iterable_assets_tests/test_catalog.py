@@ -95,7 +95,7 @@ def test_list_users_rows_and_updated_at(project):
     assert sorted(keys) == sorted(str(x["id"]) for x in ds.lists())
     expected = sorted((email, x["id"]) for x in ds.lists() for email in ds.list_users(x["id"]))
     assert sorted(project.query('SELECT email, "listId" FROM iterable.list_users')) == expected
-    columns = [r[0] for r in project.query("DESCRIBE iterable.list_users")]
+    columns = project.columns("list_users")
     assert columns == ["email", "listId", "updatedAt"]
     ((low, high),) = project.query('SELECT min("updatedAt"), max("updatedAt") FROM iterable.list_users')
     assert before <= low <= high <= after

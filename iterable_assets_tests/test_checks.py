@@ -17,13 +17,14 @@ from iterable_assets.orchestration.assets import build_assets
 from iterable_assets.orchestration.project import IterableProject
 from iterable_simulator import Dataset, Fault
 
-from .conftest import small_config
+from .conftest import BOTH_WAREHOUSES, small_config
 from .helpers import EXPORTS, evaluations, run_checks
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 DAYS = ("2024-01-03", "2024-01-09")
 
 
+@BOTH_WAREHOUSES
 def test_every_table_has_its_checks_and_all_pass_on_a_clean_sync(project):
     project.simulator.dataset = project.dataset = Dataset(small_config(lists=2))  # a list_users run per list
     catalog = [s.name for s in DEFAULT_STREAMS if s.stage == Stage.CATALOG]
@@ -47,6 +48,7 @@ def test_every_table_has_its_checks_and_all_pass_on_a_clean_sync(project):
     assert results[("email_open", "no_rejected_lines")].severity == WARN
 
 
+@BOTH_WAREHOUSES
 def test_a_materialization_describes_its_table(project):
     first = project.materialize(["users"], days=("2024-01-01", "2024-02-29"))
     project.materialize(["users"], partition_key="2024-01-05")  # a re-run of one day: the table keeps every row
@@ -57,7 +59,7 @@ def test_a_materialization_describes_its_table(project):
         "SELECT count(*) FROM iterable.users WHERE CAST(\"profileUpdatedAt\" AS DATE) = '2024-01-06'"
     )
     assert metadata["dagster/row_count"].value == total > on_day[0][0] == metadata["rows_loaded"].value
-    assert metadata["dagster/table_name"].value == "warehouse.iterable.users"
+    assert metadata["dagster/table_name"].value == f"{project.destination.database}.iterable.users"
     columns = {c.name: c for c in metadata["dagster/column_schema"].value.columns}
     stored = dict(
         project.query("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'users'")
@@ -79,6 +81,7 @@ def test_a_materialization_describes_its_table(project):
     assert {day: n for day, n in per_day.items() if n} == stored_days
 
 
+@BOTH_WAREHOUSES
 def test_a_duplicate_key_inserted_by_hand_fails_the_uniqueness_check_with_the_count(project):
     project.materialize(["users"], days=("2024-01-01", "2024-02-29"))
     assert run_checks(project, "users")[("users", "primary_key_unique")].passed
@@ -93,6 +96,7 @@ def test_a_duplicate_key_inserted_by_hand_fails_the_uniqueness_check_with_the_co
     assert check.description.startswith("2 duplicated (email) value(s) in 4 rows")
 
 
+@BOTH_WAREHOUSES
 def test_a_rejected_line_fails_the_warn_check_and_a_clean_reload_clears_it(project):
     project.simulator.inject(Fault(kind="malformed_line", line=b'{"email": "broken\n', times=1))
     result = project.materialize(["email_open"], days=DAYS)
@@ -106,6 +110,7 @@ def test_a_rejected_line_fails_the_warn_check_and_a_clean_reload_clears_it(proje
     assert evaluations(clean)[("email_open", "no_rejected_lines")].passed
 
 
+@BOTH_WAREHOUSES
 def test_a_day_deleted_from_an_export_table_fails_the_coverage_check(project):
     project.materialize(["email_send"], days=DAYS)
     assert run_checks(project, "email_send")[("email_send", "days_complete")].passed
@@ -139,6 +144,7 @@ def test_a_day_without_events_is_covered_not_missing(project):
     assert check.metadata["days_loaded"].value == 3
 
 
+@BOTH_WAREHOUSES
 def test_a_widened_column_fails_the_warn_check_in_the_run_that_widened_it(project):
     first = project.materialize(["email_click"], partition_key="2024-01-03")
     assert evaluations(first)[("email_click", "column_types_unchanged")].passed
@@ -204,7 +210,9 @@ def export_body(project, data_type: str, day: str, keep: float = 1.0) -> bytes:
 
 
 def rows_on(project, day: str) -> int:
-    return project.query('SELECT count(*) FROM iterable.email_open WHERE CAST("createdAt" AS DATE) = ?', [day])[0][0]
+    return project.query(
+        'SELECT count(*) FROM iterable.email_open WHERE CAST("createdAt" AS DATE) = ?', [date.fromisoformat(day)]
+    )[0][0]
 
 
 def reload_day_with(project, day: str, body: bytes):
@@ -212,6 +220,7 @@ def reload_day_with(project, day: str, body: bytes):
     return evaluations(project.materialize(["email_open"], partition_key=day))[("email_open", "days_not_emptied")]
 
 
+@BOTH_WAREHOUSES
 def test_a_reload_that_empties_or_halves_a_day_fails_days_not_emptied_and_loses_nothing_else(project):
     first = project.materialize(["email_open"], days=DAYS)
     assert evaluations(first)[("email_open", "days_not_emptied")].passed

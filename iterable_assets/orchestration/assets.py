@@ -141,9 +141,9 @@ class Step:
 def _described(con, stream: Stream, destination: Destination, before: dict) -> tuple[dict, dg.AssetCheckResult]:
     """The materialization's table metadata, and the column-types check of the run (whose columns
     were `before` it)."""
-    columns = audit.column_schema(con, stream)
+    columns = audit.column_schema(con, stream)  # types as the warehouse names them
     schema = dg.TableSchema(columns=[dg.TableColumn(name, kind, description=note) for name, kind, note in columns])
-    after = {name.lower(): (name, kind) for name, kind, _ in columns}
+    after = warehouse.column_types(con, stream)  # types as the loader names them, like `before`
     widened = [f"{name}: {before[key][1]} -> {kind}" for key, (name, kind) in after.items() if key in before and
                before[key][1] != kind]  # fmt: skip
     added = [name for key, (name, _) in after.items() if key not in before]
