@@ -13,7 +13,7 @@ from iterable_assets.catalog.settings import SettingsError, load_settings
 from iterable_assets.catalog.streams import STREAMS, STREAMS_BY_NAME
 from iterable_simulator import Dataset, Simulator
 
-from .conftest import API_KEY, BIN, TABLES, iterable_resource, run, small_config
+from .conftest import API_KEY, BIN, BOTH_WAREHOUSES, TABLES, iterable_resource, run, small_config
 from .helpers import EXPORT_STREAMS, EXPORTS, assert_exact, definitions, expected_rows, stored_rows
 
 METRICS = STREAMS_BY_NAME["campaign_metrics"]
@@ -179,6 +179,7 @@ def test_the_metrics_reconcile_with_the_events_and_a_campaign_whose_sends_were_l
     assert stored_rows(project, "email_send") == expected_rows(project, "email_send", *days)
 
 
+@BOTH_WAREHOUSES
 @pytest.mark.slow
 def test_a_sync_of_every_table_loads_each_exactly_and_again_exactly(project, cli_env):
     """ITERABLE_STREAMS=all through `iterable-assets sync`: every one of the 43 tables exact, twice,

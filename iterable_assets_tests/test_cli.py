@@ -13,7 +13,7 @@ from iterable_assets.cli.status import table_status
 from iterable_assets.orchestration.project import IterableProject
 from iterable_simulator import Dataset
 
-from .conftest import API_KEY, BIN, TABLES, dagster_materialize, run, small_config
+from .conftest import API_KEY, BIN, BOTH_WAREHOUSES, TABLES, dagster_materialize, run, small_config
 from .helpers import definitions, expected_rows, stored_rows
 
 pytestmark = pytest.mark.slow
@@ -56,6 +56,7 @@ def test_dagster_asset_materialize_without_m_after_sourcing_env_sh(project, cli_
     assert stored_rows(project, "email_open") == expected_rows(project, "email_open", "2024-01-06", "2024-01-06")
 
 
+@BOTH_WAREHOUSES
 def test_sync_runs_through_the_instance_and_prints_a_table(project, cli_env):
     result = run(
         [
@@ -89,6 +90,7 @@ def test_sync_runs_through_the_instance_and_prints_a_table(project, cli_env):
         assert len(instance.get_runs()) == 1 + 1 + len(ds.lists()) + 1
 
 
+@BOTH_WAREHOUSES
 def test_status_shows_every_table_and_fails_on_an_error_check_or_a_stale_table(project, cli_env):
     today = datetime.now(timezone.utc).date()
     recent = Dataset(small_config(start=today - timedelta(days=8), end=today))
@@ -200,6 +202,7 @@ def test_a_bad_setting_stops_the_command_with_the_variable_and_value(cli_env):
     assert "ITERABLE_WINDOW_DAYS='0' is not valid: expected a whole number of days, 1 or more." in result.stderr
 
 
+@BOTH_WAREHOUSES
 def test_sync_with_snapshot_users_deletes_the_users_iterable_deleted(project, cli_env):
     env = dict(cli_env, ITERABLE_EXPORT_JOB_REQUESTS_PER_MINUTE="60")  # the simulator's 1 start, 1 files a second
     args = [str(BIN / "iterable-assets"), "sync", "--select", "users,email_open", "--start", "2024-01-01"]

@@ -17,6 +17,7 @@ import pytest
 from iterable_assets.catalog.streams import FORGOTTEN_LISTS
 from iterable_simulator.server import Fault
 
+from .conftest import BOTH_WAREHOUSES
 from .helpers import (
     DAYS,
     EXPORT,
@@ -148,6 +149,7 @@ def expected_failed_attempts(faults: list[Fault]) -> Counter:
     return out
 
 
+@BOTH_WAREHOUSES
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_full_sync_through_faults_ends_with_exactly_the_simulators_data(project, case):
@@ -187,6 +189,7 @@ def test_a_full_sync_through_faults_ends_with_exactly_the_simulators_data(projec
 # ---- a cut window never commits part of itself -----------------------------------------------------
 
 
+@BOTH_WAREHOUSES
 @pytest.mark.parametrize("which", ["every-window", pytest.param("second-window", marks=pytest.mark.full)])
 def test_a_cut_export_window_never_commits_a_partial_window(project, which):
     project.window_days = 7  # the range's 14 days are two windows

@@ -137,6 +137,7 @@ class Connection:
     kind: str
     local: duckdb.DuckDBPyConnection  # reads and types responses on this machine
     ready: set[str]  # the schemas whose own tables this connection has made sure of
+    max_name_bytes: int | None = None  # a longer column name would be cut
 
     def execute(self, sql: str, params: Sequence = ()):
         """Run `sql`; the result has fetchone() and fetchall()."""
@@ -242,6 +243,7 @@ class DuckDBConnection(Connection):
 
 class PostgresConnection(Connection):
     kind = "postgres"
+    max_name_bytes = 63
 
     def __init__(self, destination: Destination):
         import adbc_driver_postgresql.dbapi as adbc  # the `postgres` extra
@@ -285,23 +287,41 @@ class PostgresConnection(Connection):
         self.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", [f"iterable_assets:{name}"]).fetchall()
 
     def stage(self, sql: str, columns: Sequence[tuple[str, str]]) -> str:
+        import pyarrow as pa  # the `postgres` extra
+
         # JSON and all-null columns travel as text (binary COPY cannot write jsonb); the INSERT casts them.
         select = ", ".join(
             f"CAST({quote(c)} AS VARCHAR) AS {quote(c)}" if t in ("JSON", NULL_TYPE) else quote(c) for c, t in columns
         )
         self._staged += 1
         name = f"iterable_incoming_{self._staged}"
-        self.cursor.adbc_ingest(
-            name, self.local.sql(f"SELECT {select} FROM ({sql})").to_arrow_reader(ARROW_BATCH_ROWS), "create",
-            temporary=True,
-        )  # fmt: skip
+        reading = _local_settings(self.local.cursor())  # its own result: a failed read leaves `local` usable
+        rows = reading.sql(f"SELECT {select} FROM ({sql})").to_arrow_reader(ARROW_BATCH_ROWS)
+        failed: list[Exception] = []
+
+        def batches():
+            try:
+                yield from rows
+            except OSError as exc:  # DuckDB's error, as Arrow passes it on: raised below as DuckDB raises it
+                kind = str(exc).partition(" Error: ")[0].replace(" ", "")
+                failed.append(getattr(duckdb, f"{kind}Exception", duckdb.Error)(str(exc)))
+                raise
+
+        try:
+            self.cursor.adbc_ingest(name, pa.RecordBatchReader.from_batches(rows.schema, batches()), "create",
+                                    temporary=True)  # fmt: skip
+        except Exception:
+            if failed:
+                raise failed[0] from None
+            raise
+        finally:
+            reading.close()
         return f"pg_temp.{name} AS incoming"
 
     def from_warehouse(self, name: str, sql: str) -> str:
-        self.local.execute(f"DROP TABLE IF EXISTS {name}")
         table = self.execute(sql).fetch_arrow_table()
         self.local.register(f"{name}_arrow", table)
-        self.local.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {name}_arrow")
+        self.local.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {name}_arrow")  # seen by cursors too
         self.local.unregister(f"{name}_arrow")
         return f"{name} AS {name}"
 

@@ -10,6 +10,7 @@ covered in the loaded-days ledger.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -165,6 +166,7 @@ def replace(con: Connection, stream: Stream, scope: Scope, batch: Batch | None, 
     also drops the older versions of the records it loaded.
     """
     table = table_name(stream)
+    batch = _fit_names(batch, con.max_name_bytes) if batch else None
     ensure_schema(con, stream.schema)
     with con.transaction():
         con.lock(table)
@@ -201,6 +203,23 @@ def replace(con: Connection, stream: Stream, scope: Scope, batch: Batch | None, 
         if scope.uses_batch:
             con.execute("DROP TABLE IF EXISTS batch")
     return LoadResult(rows=rows, replaced=replaced, rejected=len(rejects), gone=gone)
+
+
+def _fit_names(batch: Batch, limit: int | None) -> Batch:
+    """Columns whose names the warehouse would cut (Postgres keeps 63 bytes) get a shorter name that
+    still tells them apart, their first bytes and a digest; the column's comment names the field."""
+    if limit is None or all(len(column.encode()) <= limit for column, _ in batch.columns):
+        return batch
+    columns, select, renamed = [], [], dict(batch.renamed)
+    for column, kind in batch.columns:
+        name = column
+        if len(column.encode()) > limit:
+            digest = hashlib.sha256(column.encode()).hexdigest()[:8]
+            name = column.encode()[: limit - 9].decode("utf-8", "ignore") + "_" + digest
+            renamed[name] = renamed.pop(column, column)
+        columns.append((name, kind))
+        select.append(f"{quote(column)} AS {quote(name)}")
+    return Batch(f"SELECT {', '.join(select)} FROM ({batch.sql})", columns, renamed)
 
 
 def _drop_missing(con: Connection, stream: Stream, listed: Sequence[tuple]) -> int:
@@ -354,7 +373,11 @@ def _evolve(
             con.execute(f"ALTER TABLE {table} ADD COLUMN {quote(column)} {con.type_sql(final)}")
             if column in renamed:
                 field_name = renamed[column]
-                why = "a column needs a name" if not field_name else "names that differ only by case would collide"
+                why = "names that differ only by case would collide"
+                if not field_name:
+                    why = "a column needs a name"
+                elif con.max_name_bytes and len(field_name.encode()) > con.max_name_bytes:
+                    why = f"names of more than {con.max_name_bytes} bytes would be cut"
                 comment = f"Iterable field {field_name!r}, renamed ({why})"
                 con.execute(f"COMMENT ON COLUMN {table}.{quote(column)} IS {sql_string(comment)}")
         else:
