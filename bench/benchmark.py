@@ -4,6 +4,8 @@
           against DuckDB's own read_json of the same NDJSON bytes from a local file.
           Each side runs in a fresh process; reported: records/s, peak RSS, ratio. The asset's
           time is its own work (request to committed load); the Dagster step's is shown too.
+          --destination postgres: the asset into Postgres, against read_json plus one ADBC ingest
+          of the same file into Postgres (and the asset into DuckDB, for its peak memory).
   pages:  what new memory pages cost on this machine, which the asset's download pays for its
           spool and read_json (reading a file already cached) does not: in fresh processes, the
           first touch of `--mb` MiB of memory, 1 MiB writes of `--mb` MiB to a new file in the temp
@@ -22,7 +24,7 @@
           time to the first request (Dagster's setup), the wall time, and the mode's floor under its
           limits; and each figure times --compress, Iterable's minutes.
 
-Usage: python bench/benchmark.py ingest [--records 500000] [--repeat 3]
+Usage: python bench/benchmark.py ingest [--records 500000] [--repeat 3] [--destination postgres]
        python bench/benchmark.py budget [--repeat 1] [--streams all]
        python bench/benchmark.py pages [--mb 820] [--repeat 3]
        python bench/benchmark.py backfill [--streams default,all] [--days 365] [--compress 10] [--modes sync,jobs]
@@ -69,7 +71,26 @@ def child_baseline(body: str, database: str) -> dict:
     return {"seconds": seconds, "rows": rows, "rss_mb": peak_rss_mb()}
 
 
-def child_asset(base_url: str, database: str, spool_dir: str) -> dict:
+def child_baseline_postgres(body: str, url: str) -> dict:
+    """DuckDB's read_json of the file, streamed by one ADBC ingest into a new Postgres table, committed."""
+    import adbc_driver_postgresql.dbapi as adbc
+    import duckdb
+
+    con, pg = duckdb.connect(), adbc.connect(url)
+    started = time.perf_counter()
+    rows = con.sql(f"SELECT * FROM read_json('{body}', format = 'newline_delimited')").to_arrow_reader(100_000)
+    with pg.cursor() as cursor:
+        cursor.adbc_ingest("baseline_email_send", rows, mode="create")
+    pg.commit()
+    seconds = time.perf_counter() - started
+    with pg.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM baseline_email_send")
+        count = cursor.fetchone()[0]
+    pg.close()
+    return {"seconds": seconds, "rows": count, "rss_mb": peak_rss_mb()}
+
+
+def child_asset(base_url: str, database: str, spool_dir: str, postgres_url: str = "") -> dict:
     import dagster as dg
 
     from iterable_assets.catalog.settings import load_settings
@@ -80,7 +101,8 @@ def child_asset(base_url: str, database: str, spool_dir: str) -> dict:
     # The ingest side measures loading, so the export budget is set out of the way.
     settings = load_settings(
         {"ITERABLE_BASE_URL": base_url, "ITERABLE_EXPORT_REQUESTS_PER_MINUTE": "1e6", "ITERABLE_START_DATE": str(DAY),
-         "ITERABLE_DUCKDB_PATH": database}
+         "ITERABLE_DUCKDB_PATH": database, "ITERABLE_DESTINATION": "postgres" if postgres_url else "duckdb",
+         "ITERABLE_DESTINATION_URL": postgres_url}
     )  # fmt: skip
     resources = {
         "iterable": IterableResource.from_settings(
@@ -101,7 +123,7 @@ def child_asset(base_url: str, database: str, spool_dir: str) -> dict:
         metadata = result.asset_materializations_for_node("email_send")[0].metadata
     download, load = metadata["download_seconds"].value, metadata["load_seconds"].value
     return {
-        "seconds": download + load,  # the asset's own work: request, download and load into DuckDB
+        "seconds": download + load,  # the asset's own work: request, download and load into the warehouse
         "step_seconds": stats.end_time - stats.start_time,  # plus Dagster's step around it
         "rows": metadata["rows_loaded"].value,
         "download": download,
@@ -149,54 +171,82 @@ def run_child(*args: str) -> dict:
 
 
 # ---- ingest -----------------------------------------------------------------------------------------
-def ingest(records: int, repeat: int) -> None:
+def ingest(records: int, repeat: int, destination: str) -> None:
+    """With --destination postgres, the asset loads into a throwaway Postgres server (Debian's PostgreSQL,
+    on a free loopback port), against DuckDB's read_json of the file streamed by one ADBC ingest; the
+    asset into DuckDB runs too, for its peak memory. Each run of each side gets a new database."""
     from iterable_simulator import Dataset, Simulator, SimulatorConfig
 
     window = ("emailSend", DAY_START, DAY_START + timedelta(days=1))
     one_day = {"seed": 5, "start": DAY, "end": DAY + timedelta(days=1), "users": 20_000}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        per_day = records
-        for _ in range(3):  # the simulator's daily volume has jitter: scale it until the window holds `records`
-            config = SimulatorConfig(events_per_day=per_day, **one_day)
-            lines = sum(chunk.count(b"\n") for chunk in Dataset(config).export_chunks(*window))
-            if abs(lines - records) <= records // 1000:
-                break
-            per_day = round(per_day * records / lines)
-        # The body is written to disk once, as the simulator's cache (which it serves and read_json reads):
-        # on this machine, writing gigabytes of new files made the downloads that followed several times slower.
-        dataset = Dataset(dataclasses.replace(config, cache_dir=tmp / "cache"))
-        for _ in dataset.export_chunks(*window):
-            pass
-        (body,) = (tmp / "cache").iterdir()
-        with Simulator(dataset, api_keys={"bench-key": "full"}) as sim:
-            size_mb = body.stat().st_size / 1e6
-            print(f"ingest: one email_send window, {size_mb:.0f} MB of NDJSON, {repeat} runs per side", flush=True)
-            ours, base = [], []
-            for i in range(repeat):
-                for path in tmp.glob("*.duckdb*"):
-                    path.unlink()
-                base.append(run_child("_baseline", str(body), str(tmp / f"base{i}.duckdb")))
-                ours.append(run_child("_asset", sim.base_url, str(tmp / f"ours{i}.duckdb"), str(tmp)))
-                print(
-                    f"  run {i + 1}: read_json {base[-1]['seconds']:.2f} s; asset {ours[-1]['seconds']:.2f} s "
-                    f"(download {ours[-1]['download']:.2f} s, load {ours[-1]['load']:.2f} s), "
-                    f"whole Dagster step {ours[-1]['step_seconds']:.2f} s",
-                    flush=True,
-                )
-    rows = ours[0]["rows"]
-    assert all(r["rows"] == rows for r in ours + base), "both sides must load every record"
-    med = {
-        name: {k: statistics.median(r[k] for r in runs) for k in ("seconds", "rss_mb")}
-        for name, runs in (("read_json", base), ("asset", ours))
-    }
-    step = statistics.median(r["step_seconds"] for r in ours)
+    server = None
+    if destination == "postgres":
+        from iterable_assets_tests.postgres_server import start_postgres
+
+        server = start_postgres()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            per_day = records
+            for _ in range(3):  # the simulator's daily volume has jitter: scale it until the window holds `records`
+                config = SimulatorConfig(events_per_day=per_day, **one_day)
+                lines = sum(chunk.count(b"\n") for chunk in Dataset(config).export_chunks(*window))
+                if abs(lines - records) <= records // 1000:
+                    break
+                per_day = round(per_day * records / lines)
+            # The body is written to disk once, as the simulator's cache (which it serves and read_json reads): on
+            # this machine, writing gigabytes of new files made the downloads that followed several times slower.
+            dataset = Dataset(dataclasses.replace(config, cache_dir=tmp / "cache"))
+            for _ in dataset.export_chunks(*window):
+                pass
+            (body,) = (tmp / "cache").iterdir()
+            with Simulator(dataset, api_keys={"bench-key": "full"}) as sim:
+                duckdb_file = lambda i, side: str(tmp / f"{side}{i}.duckdb")  # noqa: E731
+                sides = {  # side -> its run i; the first side is the baseline, the second ours
+                    "read_json": lambda i: run_child("_baseline", str(body), duckdb_file(i, "base")),
+                    "asset": lambda i: run_child("_asset", sim.base_url, duckdb_file(i, "ours"), str(tmp)),
+                }
+                if server is not None:
+                    sides = {
+                        "read_json + ADBC": lambda i: run_child(
+                            "_baseline_postgres", str(body), server.create_database()
+                        ),
+                        "asset -> postgres": lambda i: run_child(
+                            "_asset", sim.base_url, duckdb_file(i, "unused"), str(tmp), server.create_database()
+                        ),
+                        "asset -> duckdb": sides["asset"],
+                    }
+                size_mb = body.stat().st_size / 1e6
+                print(f"ingest: one email_send window, {size_mb:.0f} MB of NDJSON, {repeat} runs per side", flush=True)
+                runs = {side: [] for side in sides}
+                for i in range(repeat):
+                    for path in tmp.glob("*.duckdb*"):
+                        path.unlink()
+                    for side, run in sides.items():
+                        runs[side].append(run(i))
+                    print(f"  run {i + 1}: " + "; ".join(_described_run(side, r[-1]) for side, r in runs.items()))
+    finally:
+        if server is not None:
+            server.stop()
+    rows = runs["asset" if server is None else "asset -> postgres"][0]["rows"]
+    assert all(r["rows"] == rows for side in runs.values() for r in side), "every side must load every record"
+    med = {side: {k: statistics.median(r[k] for r in rs) for k in ("seconds", "rss_mb")} for side, rs in runs.items()}
     print("| side | records | median s | records/s | peak RSS MB |\n|---|---|---|---|---|")
-    for name, m in med.items():
-        print(f"| {name} | {rows:,} | {m['seconds']:.2f} | {rows / m['seconds']:,.0f} | {m['rss_mb']:.0f} |")
-    base_s = med["read_json"]["seconds"]
-    print(f"ratio (asset records/s / read_json records/s): {base_s / med['asset']['seconds']:.2f}")
-    print(f"with Dagster's step around the asset ({step:.2f} s): {base_s / step:.2f}")
+    for side, m in med.items():
+        print(f"| {side} | {rows:,} | {m['seconds']:.2f} | {rows / m['seconds']:,.0f} | {m['rss_mb']:.0f} |")
+    (base, base_runs), (ours, our_runs) = list(runs.items())[:2]
+    step = statistics.median(r["step_seconds"] for r in our_runs)
+    print(f"ratio ({ours} records/s / {base} records/s): {med[base]['seconds'] / med[ours]['seconds']:.2f}")
+    print(f"with Dagster's step around the asset ({step:.2f} s): {med[base]['seconds'] / step:.2f}")
+
+
+def _described_run(side: str, run: dict) -> str:
+    if "download" not in run:
+        return f"{side} {run['seconds']:.2f} s"
+    return (
+        f"{side} {run['seconds']:.2f} s (download {run['download']:.2f} s, load {run['load']:.2f} s, "
+        f"Dagster step {run['step_seconds']:.2f} s)"
+    )
 
 
 # ---- pages -----------------------------------------------------------------------------------------
@@ -368,6 +418,7 @@ def _job_seconds(job, config) -> float:
 
 CHILDREN = {  # the measured processes: `benchmark.py _name args...` prints one JSON line
     "_baseline": child_baseline,
+    "_baseline_postgres": child_baseline_postgres,
     "_asset": child_asset,
     "_touch": child_touch,
     "_write": child_write,
@@ -388,9 +439,10 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=820)
     parser.add_argument("--compress", type=float, default=10.0, help="backfill: how much faster than Iterable's time")
     parser.add_argument("--modes", default="sync,jobs", help="backfill: ITERABLE_EXPORT_MODE values to run")
+    parser.add_argument("--destination", default="duckdb", choices=["duckdb", "postgres"], help="ingest: the warehouse")
     args = parser.parse_args()
     if args.which in ("ingest", "all"):
-        ingest(args.records, args.repeat)
+        ingest(args.records, args.repeat, args.destination)
     if args.which in ("pages", "all"):
         pages(args.mb, args.repeat)
     if args.which in ("budget", "all"):
