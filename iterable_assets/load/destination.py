@@ -28,7 +28,7 @@ from iterable_assets.load.sql import quote
 
 MEMORY_LIMIT = "192MB"
 EXTERNAL_LOCK_WAIT_SECONDS = 300.0
-ARROW_BATCH_ROWS = 100_000  # rows per Arrow batch on the way to Postgres: memory stays bounded
+ARROW_BATCH_ROWS = 20_000  # rows per Arrow batch on the way to Postgres: memory stays bounded
 # DuckDB's column types (the loader's vocabulary) as Postgres stores them, and back.
 POSTGRES_TYPES = {
     "VARCHAR": "text",
@@ -163,9 +163,12 @@ class Connection:
     def lock(self, name: str) -> None:
         """Hold a lock named `name` until the transaction ends (writers of one table take turns)."""
 
-    def stage(self, sql: str, columns: Sequence[tuple[str, str]]) -> str:
-        """Rows of a `local` query with `columns` (name, DuckDB type) made readable by the warehouse:
-        returns the FROM clause that reads them there."""
+    def insert(
+        self, table: str, targets: Sequence[str], values: Sequence[str], source: str, temp: str | None = None
+    ) -> int:
+        """Insert the rows of `source` (SQL where the response is read) into `table` (schema.name), each
+        of `values` (SQL over them) into the column of `targets`; return the rows. With `temp`, the rows
+        go to a new temporary table of that name instead, with those columns of `table`."""
         raise NotImplementedError
 
     def from_warehouse(self, name: str, sql: str) -> str:
@@ -187,13 +190,13 @@ class Connection:
     def to_json(self, expr: str) -> str:
         return f"to_json({expr})"
 
-    def incoming(self, column: str, incoming: str, final: str) -> str:
-        """SQL: an incoming column (staged, of DuckDB type `incoming`) as the table's type `final`."""
+    def value(self, column: str, incoming: str, final: str) -> str:
+        """SQL where the response is read: an incoming column of DuckDB type `incoming` as the table's type `final`."""
         if final == "JSON" and incoming != "JSON":
-            return self.to_json(quote(column))
+            return f"to_json({quote(column)})"
         if final == incoming or incoming == NULL_TYPE:
             return quote(column)
-        return f"CAST({quote(column)} AS {self.type_sql(final)})"
+        return f"CAST({quote(column)} AS {final})"
 
     def day_series(self) -> str:
         """SQL with two DATE parameters, start and stop: one row per day of [start, stop), column `day`."""
@@ -220,8 +223,15 @@ class DuckDBConnection(Connection):
     def changed(self, sql: str, params: Sequence = ()) -> int:
         return self.con.execute(sql, list(params)).fetchone()[0]
 
-    def stage(self, sql: str, columns: Sequence[tuple[str, str]]) -> str:
-        return f"({sql}) AS incoming"
+    def insert(
+        self, table: str, targets: Sequence[str], values: Sequence[str], source: str, temp: str | None = None
+    ) -> int:
+        select = ", ".join(f"{value} AS {quote(target)}" for target, value in zip(targets, values))
+        if temp:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {temp} AS SELECT {select} FROM ({source}) AS incoming")
+            return self.con.execute(f"SELECT count(*) FROM {temp}").fetchone()[0]
+        names = ", ".join(quote(target) for target in targets)
+        return self.changed(f"INSERT INTO {table} ({names}) SELECT {select} FROM ({source}) AS incoming")
 
     def from_warehouse(self, name: str, sql: str) -> str:
         return f"({sql}) AS {name}"
@@ -241,6 +251,19 @@ class DuckDBConnection(Connection):
         self.con.close()
 
 
+@dataclass
+class Rows:
+    """A statement's rows, fetched before its commit."""
+
+    rows: list
+
+    def fetchone(self):
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list:
+        return self.rows
+
+
 class PostgresConnection(Connection):
     kind = "postgres"
     max_name_bytes = 63
@@ -249,15 +272,18 @@ class PostgresConnection(Connection):
         import adbc_driver_postgresql.dbapi as adbc  # the `postgres` extra
 
         try:
-            self.con = adbc.connect(destination.location, autocommit=True)
+            # The driver's own transactions: with autocommit on, it commits a statement with parameters by
+            # itself, even inside a BEGIN of ours (seen with ADBC 1.13), which would end a load's transaction.
+            self.con = adbc.connect(destination.location, autocommit=False)
         except adbc.Error as exc:
             # The driver's message can quote the URL; name the server instead.
             reason = re.sub(r"postgres(ql)?://\S+", "(the URL)", str(exc).splitlines()[0])
             raise WarehouseUnreachable(f"cannot connect to {destination}: {reason}") from None
         self.cursor = self.con.cursor()
         self.cursor.execute("SET TIME ZONE 'UTC'")  # days are UTC days, as in DuckDB
+        self.con.commit()
         self.local = _local_settings(duckdb.connect())
-        self.ready, self._staged = set(), 0
+        self.ready, self._in_transaction = set(), False
 
     @staticmethod
     def _numbered(sql: str) -> str:
@@ -274,11 +300,30 @@ class PostgresConnection(Connection):
 
     def execute(self, sql: str, params: Sequence = ()):
         self.cursor.execute(self._numbered(sql), tuple(params) or None)
-        return self.cursor
+        if self._in_transaction:
+            return self.cursor
+        rows = Rows(self.cursor.fetchall() if self.cursor.description else [])  # a statement alone commits
+        self.con.commit()
+        return rows
 
     def executemany(self, sql: str, rows: Sequence[Sequence]) -> None:
         if rows:
             self.cursor.executemany(self._numbered(sql), [tuple(row) for row in rows])
+            if not self._in_transaction:
+                self.con.commit()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._in_transaction = True
+        try:
+            yield
+        except BaseException:
+            self.con.rollback()
+            raise
+        else:
+            self.con.commit()
+        finally:
+            self._in_transaction = False
 
     def changed(self, sql: str, params: Sequence = ()) -> int:
         return self.execute(f"WITH changed AS ({sql} RETURNING 1) SELECT count(*) FROM changed", params).fetchone()[0]
@@ -286,17 +331,23 @@ class PostgresConnection(Connection):
     def lock(self, name: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", [f"iterable_assets:{name}"]).fetchall()
 
-    def stage(self, sql: str, columns: Sequence[tuple[str, str]]) -> str:
+    def insert(
+        self, table: str, targets: Sequence[str], values: Sequence[str], source: str, temp: str | None = None
+    ) -> int:
+        """The rows travel as Arrow batches straight into the table, by one binary COPY (ADBC): DuckDB
+        reads the response and Postgres stores it at the same time. Binary COPY takes each value as
+        its column's type's binary form, unchecked, so every value is cast to the column's type first."""
         import pyarrow as pa  # the `postgres` extra
 
-        # JSON and all-null columns travel as text (binary COPY cannot write jsonb); the INSERT casts them.
-        select = ", ".join(
-            f"CAST({quote(c)} AS VARCHAR) AS {quote(c)}" if t in ("JSON", NULL_TYPE) else quote(c) for c, t in columns
-        )
-        self._staged += 1
-        name = f"iterable_incoming_{self._staged}"
+        schema, name = table.split(".", 1)
+        if temp:
+            self.execute(f"DROP TABLE IF EXISTS pg_temp.{temp}")
+            self.execute(
+                f"CREATE TEMP TABLE {temp} AS SELECT {', '.join(map(quote, targets))} FROM {table} WITH NO DATA"
+            )
         reading = _local_settings(self.local.cursor())  # its own result: a failed read leaves `local` usable
-        rows = reading.sql(f"SELECT {select} FROM ({sql})").to_arrow_reader(ARROW_BATCH_ROWS)
+        select = ", ".join(f"{value} AS {quote(target)}" for target, value in zip(targets, values))
+        rows = reading.sql(f"SELECT {select} FROM ({source}) AS incoming").to_arrow_reader(ARROW_BATCH_ROWS)
         failed: list[Exception] = []
 
         def batches():
@@ -308,18 +359,22 @@ class PostgresConnection(Connection):
                 raise
 
         try:
-            self.cursor.adbc_ingest(name, pa.RecordBatchReader.from_batches(rows.schema, batches()), "create",
-                                    temporary=True)  # fmt: skip
+            return self.cursor.adbc_ingest(
+                temp or name.strip('"').replace('""', '"'), pa.RecordBatchReader.from_batches(rows.schema, batches()),
+                "append", db_schema_name=None if temp else schema, temporary=bool(temp),
+            )  # fmt: skip
         except Exception:
             if failed:
                 raise failed[0] from None
             raise
         finally:
             reading.close()
-        return f"pg_temp.{name} AS incoming"
 
     def from_warehouse(self, name: str, sql: str) -> str:
-        table = self.execute(sql).fetch_arrow_table()
+        self.cursor.execute(sql)
+        table = self.cursor.fetch_arrow_table()
+        if not self._in_transaction:
+            self.con.commit()
         self.local.register(f"{name}_arrow", table)
         self.local.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {name}_arrow")  # seen by cursors too
         self.local.unregister(f"{name}_arrow")
@@ -343,10 +398,11 @@ class PostgresConnection(Connection):
     def to_json(self, expr: str) -> str:
         return f"to_jsonb({expr})"
 
-    def incoming(self, column: str, incoming: str, final: str) -> str:
-        if final == "JSON" and incoming not in ("JSON", NULL_TYPE):
-            return self.to_json(quote(column))
-        return f"CAST({quote(column)} AS {self.type_sql(final)})"  # staged text becomes jsonb, and so on
+    def value(self, column: str, incoming: str, final: str) -> str:
+        # jsonb's binary form is a version byte (1) and the JSON text.
+        if final == "JSON":
+            return f"chr(1) || CAST({super().value(column, incoming, final)} AS VARCHAR)"
+        return f"CAST({quote(column)} AS {final})"
 
     def day_series(self) -> str:
         return (

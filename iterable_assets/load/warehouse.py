@@ -113,27 +113,36 @@ def has_table(con: Connection, schema: str, table: str) -> bool:
     return bool(con.execute(found, [schema, table]).fetchone()[0])
 
 
-def hashed(con: Connection, column: str) -> str:
-    """SQL: the hash Iterable lists for the identifier a column holds (SHA-256, lowercased and trimmed)."""
-    return con.sha256(f"lower(trim(CAST({quote(column)} AS VARCHAR)))")
+def hashed(con: Connection, column: str, local: bool = False) -> str:
+    """SQL: the hash Iterable lists for the identifier a column holds (SHA-256, lowercased and trimmed),
+    in the warehouse's SQL (or, `local`, in the SQL that reads a response)."""
+    text = f"lower(trim(CAST({quote(column)} AS VARCHAR)))"
+    return f"sha256({text})" if local else con.sha256(text)
 
 
-def forgotten_predicate(con: Connection, schema: str, columns: Sequence[str], unpurged: bool = False) -> str | None:
+def forgotten_predicate(
+    con: Connection, schema: str, columns: Sequence[str], unpurged: bool = False, local: bool = False
+) -> str | None:
     """SQL over rows with `columns`: whether a row names a user who is forgotten now (`unpurged`: and
     whose rows the forget step has not purged yet); None when none of the columns names one who is,
-    so that loads pay nothing while nobody is forgotten."""
+    so that loads pay nothing while nobody is forgotten. `local`: over rows of a response being read,
+    the hashes brought to where it is read."""
     if not has_table(con, schema, FORGOTTEN):
         return None
     table = own_table(schema, FORGOTTEN)
     which = "unforgotten_at IS NULL" + (" AND purged_at IS NULL" if unpurged else "")
     current = dict(con.execute(f"SELECT identity, count(*) FROM {table} WHERE {which} GROUP BY identity").fetchall())
-    tests = [
-        f"COALESCE({hashed(con, column)} IN (SELECT hash FROM {table} WHERE identity = {sql_string(column)} "
+    named = [column for column in columns if current.get(column)]
+    if not named:
+        return None
+    if local:
+        table = con.from_warehouse("forgotten_hashes", f"SELECT hash, identity FROM {table} WHERE {which}")
+        which = "TRUE"
+    return " OR ".join(
+        f"COALESCE({hashed(con, column, local)} IN (SELECT hash FROM {table} WHERE identity = {sql_string(column)} "
         f"AND {which}), FALSE)"
-        for column in columns
-        if current.get(column)
-    ]
-    return " OR ".join(tests) or None
+        for column in named
+    )
 
 
 @dataclass(frozen=True)
@@ -172,24 +181,25 @@ def replace(con: Connection, stream: Stream, scope: Scope, batch: Batch | None, 
         con.lock(table)
         ensure_table(con, stream)
         _timestamps_from_text(con, stream)
-        columns, select = _evolve(con, stream, batch.columns if batch else [], batch.renamed if batch else {})
-        source = con.stage(batch.sql, batch.columns) if batch else None
+        targets, values = _evolve(con, stream, batch.columns if batch else [], batch.renamed if batch else {})
+        source = batch.sql if batch else None  # read where the response is read
         people = [c for c, _ in batch.columns if c in stream.identity_columns] if batch else []
-        forgotten = forgotten_predicate(con, stream.schema, people) if people else None
+        forgotten = forgotten_predicate(con, stream.schema, people, local=True) if people else None
         if source is not None and forgotten:
-            source = f"(SELECT * FROM {source} WHERE NOT ({forgotten})) AS incoming"
-        if source is not None and scope.uses_batch:
-            con.execute("DROP TABLE IF EXISTS batch")
-            con.execute(f"CREATE TEMP TABLE batch AS SELECT * FROM {source}")
-            source = "batch AS incoming"
+            source = f"SELECT * FROM ({source}) AS incoming WHERE NOT ({forgotten})"
+        if source is not None and scope.uses_batch:  # the scope reads the incoming rows: table `batch`
+            con.insert(table, targets, values, source, temp="batch")
         gone = _drop_missing(con, stream, scope.listed) if scope.listed is not None else 0
         before = _rows_per_day(con, stream, scope) if stream.write == "window" else {}
         replaced = 0
         if batch or not scope.uses_batch:  # a scope of the incoming keys replaces nothing when none come
             replaced = con.changed(f"DELETE FROM {table} WHERE {scope.where}", scope.params)
         rows = 0
-        if source is not None:
-            rows = con.changed(f"INSERT INTO {table} ({columns}) SELECT {select} FROM {source}")
+        if source is not None and scope.uses_batch:
+            names = ", ".join(quote(t) for t in targets)
+            rows = con.changed(f"INSERT INTO {table} ({names}) SELECT {names} FROM batch")
+        elif source is not None:
+            rows = con.insert(table, targets, values, source)
         if stream.write == "window":
             inside = con.execute(f"SELECT count(*) FROM {table} WHERE {scope.where}", scope.params).fetchone()[0]
             if inside != rows:
@@ -360,10 +370,10 @@ def _timestamps_from_text(con: Connection, stream: Stream) -> None:
 
 def _evolve(
     con: Connection, stream: Stream, incoming: Sequence[tuple[str, str]], renamed: dict[str, str]
-) -> tuple[str, str]:
-    """Create or widen the table for the incoming (column, type) pairs; return the INSERT's column
-    list and SELECT list. A column named otherwise than its Iterable field says which field it holds,
-    as its comment."""
+) -> tuple[list[str], list[str]]:
+    """Create or widen the table for the incoming (column, type) pairs; return the table's column for
+    each, and each incoming value as that column's type (SQL where the response is read). A column
+    named otherwise than its Iterable field says which field it holds, as its comment."""
     table = table_name(stream)
     existing = column_types(con, stream)
     targets, select = [], []
@@ -396,9 +406,9 @@ def _evolve(
                 con.execute(
                     f"ALTER TABLE {table} ALTER COLUMN {quote(name)} SET DATA TYPE {con.type_sql(final)} USING {using}"
                 )
-        targets.append(quote(name))
-        select.append(con.incoming(column, duck_type, final))
-    return ", ".join(targets), ", ".join(select)
+        targets.append(name)
+        select.append(con.value(column, duck_type, final))
+    return targets, select
 
 
 # ---- reads -------------------------------------------------------------------------------------------
