@@ -205,11 +205,11 @@ def http():
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
+def postgres():
     """One PostgreSQL server for the session (see postgres_server.py), stopped by its PID."""
     from iterable_assets_tests.postgres_server import start_postgres
 
-    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    server = start_postgres()
     yield server
     server.stop()
 

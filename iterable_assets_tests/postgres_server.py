@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -65,28 +66,30 @@ class PostgresServer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and Path(f"/proc/{self.pid}").exists():
             time.sleep(0.1)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_postgres(folder: Path) -> PostgresServer:
+def _run(args: list[str]) -> None:
+    done = subprocess.run(args, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr or done.stdout}")
+
+
+def start_postgres() -> PostgresServer:
+    """A server in a new folder of the temporary directory (user `postgres` must reach it: pytest's own
+    temporary folders are private to root)."""
     bin_dir = _binaries()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="iterable-postgres-"))
+    folder.chmod(0o755)
     data, sockets = folder / "data", folder / "sockets"
     sockets.mkdir(exist_ok=True)
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
         shutil.chown(sockets, "postgres")
-    subprocess.run(
-        _as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]),
-        check=True,
-        capture_output=True,
-    )
+    _run(_as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]))
     port = free_port()
     options = f"-p {port} -c listen_addresses=127.0.0.1 -k {sockets} -c fsync=off -c max_connections=200"
     start = [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"]
-    subprocess.run(
-        _as_postgres(start),
-        check=True,
-        capture_output=True,
-    )
+    _run(_as_postgres(start))
     pid = int((data / "postmaster.pid").read_text().split()[0])
     return PostgresServer(folder, port, pid)

@@ -128,6 +128,7 @@ class PostgresLedger:
         self._holding = False
         self._con = None
         self._lease_con = None
+        self._leases: dict[str, int] = {}  # the leases this process holds: how often each was taken
         self._mutex, self._lease_mutex = threading.Lock(), threading.Lock()
 
     def __repr__(self) -> str:  # never the URL: it may hold a password
@@ -187,20 +188,49 @@ class PostgresLedger:
 
     # ---- leases -------------------------------------------------------------------------------------
     def take_lease(self, name: str) -> None:
-        """Hold the lease `name` until released or until this process ends. A process may take a lease
-        it holds again (and releases it as often); another process's lease raises."""
+        """Hold the lease `name` until released (as often as taken) or until this process ends. Another
+        session's lease raises. A lease connection found broken is made again, with the leases it held."""
+        import psycopg2
+
         with self._lease_mutex:
-            if self._lease_con is None:
-                self._lease_con = self._connect()
-                self._lease_con.autocommit = True
-            with self._lease_con.cursor() as cur:
-                cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [name])
-                if not cur.fetchone()[0]:
-                    raise RuntimeError(f"the lease {name} is held by another session of {where(self.url)}")
+            if name in self._leases:
+                self._leases[name] += 1
+                return
+            for attempt in (1, 2):
+                try:
+                    if self._lease_con is None:
+                        self._lease_con = self._connect()
+                        self._lease_con.autocommit = True
+                        for held in self._leases:
+                            self._lock(held)
+                    taken = self._lock(name)
+                    break
+                except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                    self._lease_con = None
+                    if attempt == 2:
+                        raise LedgerUnreachable(f"the Postgres at {where(self.url)} dropped the leases' connection")
+            if not taken:
+                raise RuntimeError(f"the lease {name} is held by another session of {where(self.url)}")
+            self._leases[name] = 1
+
+    def _lock(self, name: str) -> bool:
+        with self._lease_con.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [name])
+            return cur.fetchone()[0]
 
     def release_lease(self, name: str) -> None:
-        with self._lease_mutex, self._lease_con.cursor() as cur:
-            cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [name])
+        import psycopg2
+
+        with self._lease_mutex:
+            self._leases[name] -= 1
+            if self._leases[name] > 0:
+                return
+            del self._leases[name]
+            try:
+                with self._lease_con.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [name])
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                self._lease_con = None  # the lease ended with its connection
 
     def lease_held(self, name: str) -> bool:
         """Whether any session holds the lease `name` now."""
