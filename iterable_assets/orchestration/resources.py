@@ -53,8 +53,8 @@ class IterableResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._instance_url = (context.instance and instance_postgres_url(context.instance)) or ""
-        if self._instance_url and context.dagster_run is not None:
-            self._lease = take_run_lease(context.instance, context.dagster_run, self._instance_url)
+        if self._instance_url and context.run is not None:
+            self._lease = take_run_lease(context.instance, context.run, self._instance_url)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._client is not None:
