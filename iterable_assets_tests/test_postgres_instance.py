@@ -25,8 +25,17 @@ def instance(postgres_url, tmp_path, monkeypatch):
         yield instance
 
 
-def leases_held(url: str) -> int:
-    return query(url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")[0][0]
+# The sessions that hold advisory locks (leases) in the current database, each lock once.
+LEASE_HOLDERS = """
+SELECT pid, (classid::bigint << 32 | objid::bigint) FROM pg_locks WHERE locktype = 'advisory' AND granted
+    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+def lease_holder(url: str, name: str) -> int | None:
+    """The server process of the session that holds the lease `name`, if any."""
+    [(key,)] = query(url, "SELECT hashtextextended(%s, 0)", [name])
+    return next((pid for pid, held in query(url, LEASE_HOLDERS) if held == key), None)
 
 
 @pytest.mark.slow
@@ -50,7 +59,7 @@ def test_a_sync_on_a_postgres_instance_keeps_runs_events_and_budgets_in_postgres
         logged = query(postgres_url, "SELECT count(*) FROM event_logs WHERE run_id = %s AND event LIKE %s",
                        [run_id, f"%{lease_message(run_id)}%"])  # fmt: skip
         assert logged == [(1,)]
-    assert leases_held(postgres_url) == 0
+    assert query(postgres_url, LEASE_HOLDERS) == []
     # the budgets' grants are in the instance's database, and no SQLite ledger exists anywhere
     buckets = {b.split(":")[0] for (b,) in query(postgres_url, "SELECT bucket FROM iterable_assets.rate_grants")}
     assert {"export", "forgotten"} <= buckets
@@ -119,7 +128,7 @@ def test_recover_on_postgres_goes_by_the_lease_and_never_touches_a_run_that_took
 
         assert recover_dead_runs(instance, by="a test", grace_seconds=0) == []  # the lease is held
         # the leased run's worker loses its connection, as if its process or host died
-        [(pid,)] = query(postgres_url, "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        pid = lease_holder(postgres_url, run_lease(leased))
         query(postgres_url, "SELECT pg_terminate_backend(%s, 5000)", [pid])  # returns once it has ended
         assert recover_dead_runs(instance, by="a test", grace_seconds=3600) == []  # too young to judge
         assert recover_dead_runs(instance, by="a test", grace_seconds=0) == [leased]
