@@ -72,11 +72,12 @@ class Host:
         }
 
     def popen(self, args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
-        """Start `args` on this host, with `base` env as `env` makes it."""
+        """Start `args` on this host, in `env` as this host sees it (`Host.env`)."""
         enter = ["nsenter", "--target", str(self.init_pid), "--pid", "--uts", "--mount", "--"]
         return subprocess.Popen([*enter, *args], env=self.env(env), cwd=ROOT, **kwargs)
 
     def run(self, args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run `args` on this host to the end; its output as text."""
         with self.popen(args, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
             try:
                 out, err = process.communicate(timeout=timeout)
