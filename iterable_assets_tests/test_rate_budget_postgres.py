@@ -28,13 +28,12 @@ def test_the_window_holds_its_capacity_on_the_databases_clock(postgres_url):
     wait = budget.try_acquire()
     elapsed = time.monotonic() - started
     assert 0.5 + budget.margin_seconds - elapsed - 0.05 <= wait <= 0.5 + budget.margin_seconds
-    assert budget.acquire() == pytest.approx(wait, abs=0.05)  # it waited for the oldest grant to leave
+    assert 0 < budget.acquire() <= wait  # it waited for the oldest grant to leave, no longer
     assert time.monotonic() - started >= 0.5 + budget.margin_seconds
-    [(grants, newest, now)] = query(
-        postgres_url,
-        "SELECT count(*), max(at), extract(epoch FROM clock_timestamp()) FROM iterable_assets.rate_grants",
+    [(newest, now)] = query(
+        postgres_url, "SELECT max(at), extract(epoch FROM clock_timestamp()) FROM iterable_assets.rate_grants"
     )
-    assert grants == 3 and 0 <= float(now) - newest < 1  # the first grant left the window: deleted
+    assert 0 <= float(now) - newest < 1
 
 
 def test_a_host_whose_clock_is_an_hour_ahead_grants_on_the_databases_time(postgres_url, monkeypatch):
