@@ -187,15 +187,15 @@ class PostgresLedger:
                 self._con = None
 
     # ---- leases -------------------------------------------------------------------------------------
-    def take_lease(self, name: str) -> None:
-        """Hold the lease `name` until released (as often as taken) or until this process ends. Another
-        session's lease raises. A lease connection found broken is made again, with the leases it held."""
+    def take_lease(self, name: str) -> bool:
+        """Hold the lease `name` until released (as often as taken) or until this process ends; False if
+        another session holds it. A lease connection found broken is made again, with the leases it held."""
         import psycopg2
 
         with self._lease_mutex:
             if name in self._leases:
                 self._leases[name] += 1
-                return
+                return True
             for attempt in (1, 2):
                 try:
                     if self._lease_con is None:
@@ -209,9 +209,9 @@ class PostgresLedger:
                     self._lease_con = None
                     if attempt == 2:
                         raise LedgerUnreachable(f"the Postgres at {where(self.url)} dropped the leases' connection")
-            if not taken:
-                raise RuntimeError(f"the lease {name} is held by another session of {where(self.url)}")
-            self._leases[name] = 1
+            if taken:
+                self._leases[name] = 1
+            return taken
 
     def _lock(self, name: str) -> bool:
         with self._lease_con.cursor() as cur:

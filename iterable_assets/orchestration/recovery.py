@@ -37,10 +37,13 @@ def lease_message(run_id: str) -> str:
     return f"Holding the lease {run_lease(run_id)} until the run ends: while it is held, the run is alive."
 
 
-def take_run_lease(instance: dg.DagsterInstance, run: dg.DagsterRun, url: str) -> str:
-    """Take the run's lease in the instance's database (`url`) and say so in its log; return its name."""
+def take_run_lease(instance: dg.DagsterInstance, run: dg.DagsterRun, url: str) -> str | None:
+    """Take the run's lease in the instance's database (`url`) and say so in its log; return its name.
+    None if another process holds it: a step process of the same run, under an executor that runs each
+    step in a process of its own (the project's runs execute in one)."""
     name = run_lease(run.run_id)
-    postgres_ledger(url).take_lease(name)
+    if not postgres_ledger(url).take_lease(name):
+        return None
     instance.report_engine_event(lease_message(run.run_id), run)
     return name
 
