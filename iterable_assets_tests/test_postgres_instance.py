@@ -2,16 +2,19 @@
 in its database; `ITERABLE_RATE_BUDGET_URL` moves the budgets elsewhere; runs are judged dead by their
 lease, never by a process id, and a run that took no lease is never touched."""
 
+import os
 import threading
 import time
 
 import dagster as dg
 import pytest
 
+from iterable_assets.catalog.settings import load_settings
 from iterable_assets.catalog.streams import EXPORT_FAMILY
 from iterable_assets.orchestration.recovery import lease_message, recover_dead_runs, run_lease, took_lease
+from iterable_assets.orchestration.resources import IterableResource
 
-from .conftest import BIN, iterable_resource, run
+from .conftest import API_KEY, BIN, TEST_ENV, iterable_resource, run
 from .hosts import instance_env, postgres_home
 from .test_rate_budget_postgres import query
 
@@ -66,27 +69,35 @@ def test_a_sync_on_a_postgres_instance_keeps_runs_events_and_budgets_in_postgres
     assert not [p for p in tmp_path.rglob("*") if p.suffix in (".sqlite", ".db")]
 
 
-def test_iterable_rate_budget_url_overrides_the_instances_database(instance, postgres, simulator, tmp_path):
+def test_iterable_rate_budget_url_overrides_the_instances_database(
+    instance, postgres, postgres_url, simulator, tmp_path, monkeypatch
+):
+    """Unset, the budget is in the instance's database when that is Postgres, else in a SQLite file.
+    Set, it is in the variable's database on either instance, and the resource shows the variable's
+    name, never the URL."""
     other = postgres.create_database()
-    ledgers = {}
-    for url in ("", other):
-        resource = iterable_resource(simulator.base_url, tmp_path, rate_budget_url=url)
-        with dg.build_resources({"iterable": resource}, instance=instance) as built:
-            built.iterable.client.budget(EXPORT_FAMILY).acquire()
-            ledgers[url] = repr(built.iterable.client.ledger)
     grants = "SELECT count(*) FROM iterable_assets.rate_grants"
-    assert query(instance.run_storage.postgres_url.replace("+psycopg2", ""), grants) == [(1,)]
-    assert query(other, grants) == [(1,)]
-    assert not list(tmp_path.rglob("*.sqlite"))
-    # on a local instance, only the variable puts the budget in Postgres
-    with dg.instance_for_test() as local:
-        resource = iterable_resource(simulator.base_url, tmp_path, rate_budget_url=other)
-        with dg.build_resources({"iterable": resource}, instance=local) as built:
+
+    def take_a_grant(on: dg.DagsterInstance) -> IterableResource:
+        env = {**TEST_ENV, "ITERABLE_BASE_URL": simulator.base_url,
+               "ITERABLE_RATE_BUDGET_URL": os.environ.get("ITERABLE_RATE_BUDGET_URL", "")}  # fmt: skip
+        resource = IterableResource.from_settings(load_settings(env), api_key=API_KEY, rate_budget_path=str(tmp_path))
+        with dg.build_resources({"iterable": resource}, instance=on) as built:
             built.iterable.client.budget(EXPORT_FAMILY).acquire()
-    assert query(other, grants) == [(2,)]
+        return resource
+
+    monkeypatch.delenv("ITERABLE_RATE_BUDGET_URL", raising=False)
+    take_a_grant(instance)
+    assert query(postgres_url, grants) == [(1,)] and not list(tmp_path.rglob("*.sqlite"))
+    monkeypatch.setenv("ITERABLE_RATE_BUDGET_URL", other)
+    assert isinstance(take_a_grant(instance).rate_budget_url, dg.EnvVar)
+    assert query(other, grants) == [(1,)] and query(postgres_url, grants) == [(1,)]
     with dg.instance_for_test() as local:
-        with dg.build_resources({"iterable": iterable_resource(simulator.base_url, tmp_path)}, instance=local) as built:
-            built.iterable.client.budget(EXPORT_FAMILY).acquire()
+        take_a_grant(local)
+    assert query(other, grants) == [(2,)] and not list(tmp_path.rglob("*.sqlite"))
+    monkeypatch.delenv("ITERABLE_RATE_BUDGET_URL")
+    with dg.instance_for_test() as local:
+        take_a_grant(local)
     assert (tmp_path / "iterable_rate_budget.sqlite").exists()
 
 

@@ -1,6 +1,7 @@
 """The Dagster resources: Iterable's API (a ConfigurableResource around extract's client) and DuckDB."""
 
 import dataclasses
+import os
 from typing import Any
 
 import dagster as dg
@@ -41,6 +42,12 @@ class IterableResource(dg.ConfigurableResource):
     def from_settings(cls, settings: Settings, api_key: Any, **overrides: Any) -> "IterableResource":
         names = {f.name for f in dataclasses.fields(settings)} & set(cls.model_fields)
         fields = {name: getattr(settings, name) for name in names}
+        # From the environment, the UI shows the variable's name, not the URL (which may hold a password).
+        if (
+            settings.rate_budget_url
+            and os.environ.get("ITERABLE_RATE_BUDGET_URL", "").strip() == settings.rate_budget_url
+        ):
+            fields["rate_budget_url"] = dg.EnvVar("ITERABLE_RATE_BUDGET_URL")
         return cls(api_key=api_key, requests_per_minute=settings.requests_per_minute, **{**fields, **overrides})
 
     @property
