@@ -125,7 +125,7 @@ def test_two_projects_side_by_side_each_exact_in_its_own_schema(two_projects):
                     assert job.execute_in_process(instance=instance).success
         # each project its own budget: its key's own buckets in the shared ledger
         with sqlite3.connect(ledger) as grants:
-            buckets = {b for (b,) in grants.execute("SELECT DISTINCT bucket FROM grants")}
+            buckets = {b for (b,) in grants.execute("SELECT DISTINCT bucket FROM rate_grants")}
 
     start, end = datetime.fromisoformat(DAYS[0]), datetime.fromisoformat(DAYS[1]) + timedelta(days=1)
     with warehouse.connect(database) as con:

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -14,11 +15,14 @@ from collections import Counter
 from datetime import datetime, timezone
 
 import dagster as dg
+import psycopg2
 import pytest
 
 from iterable_assets.catalog.settings import load_settings
 from iterable_assets.catalog.streams import DEFAULT_STREAMS
 from iterable_assets.extract.client import IterableClient
+from iterable_assets.extract.export_jobs import JobLedger
+from iterable_assets.extract.ledger import postgres_ledger
 from iterable_assets.load.spool import NdjsonSpool
 from iterable_assets.orchestration.plan import EXPORT_MODE_TAG, RANGE_END, RANGE_START
 from iterable_assets.orchestration.snapshot import SnapshotRefused, snapshot_users
@@ -223,21 +227,29 @@ def test_the_key_never_goes_to_the_file_host(jobs_project):
     )
 
 
-def test_jobs_in_flight_never_pass_export_jobs_max_across_processes(tmp_path):
+@pytest.mark.parametrize("ledger", ["sqlite", "postgres"])
+def test_jobs_in_flight_never_pass_export_jobs_max_across_processes(tmp_path, request, ledger):
     """Two tables at once in two processes, each cutting its range in 4, with ITERABLE_EXPORT_JOBS_MAX=3:
-    the ledger holds the project's jobs in flight to 3."""
+    the ledger (a SQLite file, or Postgres as for several hosts) holds the project's jobs in flight to 3."""
+    url = request.getfixturevalue("postgres_url") if ledger == "postgres" else ""
     lasting = dataclasses.replace(FAST_JOBS, time_scale=0.25)  # jobs of half a second: they overlap
     with Simulator(Dataset(small_config()), api_keys={API_KEY: "full"}, export_jobs=lasting) as simulator:
-        jobs = in_two_processes(simulator, tmp_path)
+        jobs = in_two_processes(simulator, tmp_path, url)
     assert len(jobs.jobs()) == 8
     in_flight, most = set(), 0
     for _, job_id, state in jobs.timeline():
         (in_flight.add if state in ("enqueued", "running") else in_flight.discard)(job_id)
         most = max(most, len(in_flight))
     assert most == 3
+    assert (tmp_path / "iterable_rate_budget.sqlite").exists() == (ledger == "sqlite")
+    if url:
+        with psycopg2.connect(url) as con, con.cursor() as cur:
+            cur.execute("SELECT count(*) FROM iterable_assets.export_slots")
+            assert cur.fetchone() == (0,)  # every slot released
+        con.close()
 
 
-def in_two_processes(simulator, tmp_path):
+def in_two_processes(simulator, tmp_path, rate_budget_url: str = ""):
     script = textwrap.dedent(f"""
         import sys
         from datetime import datetime, timezone
@@ -247,7 +259,7 @@ def in_two_processes(simulator, tmp_path):
         class Sim: base_url = {simulator.base_url!r}
         folder = Path({str(tmp_path)!r}) / sys.argv[1]
         folder.mkdir()
-        client = job_client(Sim, Path({str(tmp_path)!r}), export_jobs_max=3)
+        client = job_client(Sim, Path({str(tmp_path)!r}), export_jobs_max=3, rate_budget_url={rate_budget_url!r})
         start, end = datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 3, 1, tzinfo=timezone.utc)
         client.export_jobs(print).export(sys.argv[1], start, end, NdjsonSpool(folder), pieces=4)
     """)
@@ -255,6 +267,31 @@ def in_two_processes(simulator, tmp_path):
     runs = [subprocess.Popen([sys.executable, "-c", script, t], env=env, cwd=ROOT) for t in ("emailOpen", "emailSend")]
     assert [run.wait(timeout=120) for run in runs] == [0, 0]
     return simulator.export_jobs
+
+
+def test_on_postgres_a_job_is_orphaned_by_a_lost_lease_or_a_stale_heartbeat_whatever_its_host(postgres_url):
+    ledger = JobLedger(postgres_ledger(postgres_url), "project", jobs_max=10, lease_seconds=30)
+    mine = ledger.claim("emailOpen")
+    live = psycopg2.connect(postgres_url)  # another host's process, alive: it holds its lease
+    live.autocommit = True
+    live.cursor().execute("SELECT pg_advisory_lock(hashtextextended('iterable_holder:hostB', 0))")
+    with psycopg2.connect(postgres_url) as con, con.cursor() as cur:
+        cur.execute(
+            "INSERT INTO iterable_assets.export_slots (project, job_id, host, holder, heartbeat) "
+            "SELECT 'project', job_id, host, holder, extract(epoch FROM clock_timestamp()) - age "
+            "FROM (VALUES (11, 'hostB', 'iterable_holder:hostB', 0), (12, 'hostB', 'iterable_holder:gone', 0), "
+            "(13, %s, 'iterable_holder:hostB', 31)) AS rows (job_id, host, holder, age)",
+            [socket.gethostname()],
+        )
+    con.close()
+    orphans = {job_id for _, job_id in ledger.orphans()}
+    assert orphans == {12, 13}  # a lease nobody holds; a heartbeat older than the lease
+    live.close()  # host B's process dies: its session ends a moment later
+    deadline = time.monotonic() + 10
+    while {job_id for _, job_id in ledger.orphans()} != {11, 12, 13}:
+        assert time.monotonic() < deadline, "host B's lease outlived its session"
+        time.sleep(0.05)
+    assert mine not in {slot for slot, _ in ledger.orphans()}  # this process's lease is held
 
 
 # ---- the weekly full user snapshot and deep re-scan ---------------------------------------------------

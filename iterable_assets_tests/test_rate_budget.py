@@ -3,6 +3,7 @@ import sys
 
 import pytest
 
+from iterable_assets.extract.ledger import SqliteLedger
 from iterable_assets.extract.rate_budget import RateBudget
 from iterable_simulator import Dataset, Simulator
 
@@ -10,11 +11,12 @@ from .conftest import API_KEY, small_config
 
 
 def test_capacity_and_period_follow_the_rate_and_window(tmp_path):
-    assert RateBudget.per_minute(tmp_path, "b", 4, 60).capacity == 4
-    assert RateBudget.per_minute(tmp_path, "b", 4, 60).period_seconds == 60
-    compressed = RateBudget.per_minute(tmp_path, "b", 40, 6)
+    ledger = SqliteLedger(tmp_path / "l.sqlite")
+    assert RateBudget.per_minute(ledger, "b", 4, 60).capacity == 4
+    assert RateBudget.per_minute(ledger, "b", 4, 60).period_seconds == 60
+    compressed = RateBudget.per_minute(ledger, "b", 40, 6)
     assert (compressed.capacity, compressed.period_seconds) == (4, 6)
-    slow = RateBudget.per_minute(tmp_path, "b", 0.5, 60)
+    slow = RateBudget.per_minute(ledger, "b", 0.5, 60)
     assert (slow.capacity, slow.period_seconds) == (1, 120)
 
 
@@ -34,8 +36,8 @@ class FakeClock:
 
 def test_first_grants_are_immediate_then_it_waits_for_the_window(tmp_path):
     clock = FakeClock()
-    budget = RateBudget.per_minute(tmp_path / "ledger.sqlite", "export:x", 3 * 60 / 0.5, 0.5,
-                                   clock=clock.time, sleep=clock.sleep)  # fmt: skip  # 3 per 0.5 s
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite", clock=clock.time)
+    budget = RateBudget.per_minute(ledger, "export:x", 3 * 60 / 0.5, 0.5, sleep=clock.sleep)  # 3 per 0.5 s
     assert budget.capacity == 3
     for _ in range(3):
         assert budget.try_acquire() == 0
@@ -45,8 +47,8 @@ def test_first_grants_are_immediate_then_it_waits_for_the_window(tmp_path):
 
 
 def test_buckets_are_independent(tmp_path):
-    a = RateBudget.per_minute(tmp_path / "l.sqlite", "export:a", 60, 1)
-    b = RateBudget.per_minute(tmp_path / "l.sqlite", "export:b", 60, 1)
+    a = RateBudget.per_minute(SqliteLedger(tmp_path / "l.sqlite"), "export:a", 60, 1)
+    b = RateBudget.per_minute(SqliteLedger(tmp_path / "l.sqlite"), "export:b", 60, 1)
     assert a.try_acquire() == 0
     assert a.try_acquire() > 0
     assert b.try_acquire() == 0

@@ -32,7 +32,7 @@ from iterable_assets.extract.client import IterableApiError, IterableClient, Key
 from iterable_assets.extract.sinks import TextFile
 from iterable_assets.orchestration.component import API_KEY_VARIABLE, build_definitions
 from iterable_assets.orchestration.project import IterableProject
-from iterable_assets.orchestration.recovery import recover_dead_runs
+from iterable_assets.orchestration.recovery import LEASE_GRACE_SECONDS, recover_dead_runs
 
 ENV_FILE = ".env"
 
@@ -65,7 +65,7 @@ def ensure_dagster_home() -> Path:
 def cmd_recover(args: argparse.Namespace) -> int:
     ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:
-        recovered = recover_dead_runs(instance, by="`iterable-assets recover`")
+        recovered = recover_dead_runs(instance, by="`iterable-assets recover`", grace_seconds=args.grace_seconds)
     print(f"recovered {len(recovered)} run(s) whose process was gone" + "".join(f"\n  {r}" for r in recovered))
     return Exit.OK
 
@@ -249,7 +249,15 @@ def main(argv: list[str] | None = None) -> int:
         help="then read every user with one export job: users deleted in Iterable leave every table",
     )
     commands.add_parser("status", help="rows, last load, days loaded and missing, freshness and checks, per table")
-    commands.add_parser("recover", help="mark runs whose process died as failed and free their pool slots")
+    recover_parser = commands.add_parser(
+        "recover", help="mark runs whose process died as failed and free their pool slots"
+    )
+    recover_parser.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=LEASE_GRACE_SECONDS,
+        help=f"on a Postgres instance, leave runs younger than this alone (default {LEASE_GRACE_SECONDS:g})",
+    )
     ui_parser = commands.add_parser("ui", help="Dagster's UI and daemon (`dg dev`) on your settings and .env")
     ui_parser.add_argument("--port", type=int, default=3000, help="the UI's port (default 3000)")
     args = parser.parse_args(argv)

@@ -32,6 +32,7 @@ from iterable_assets.catalog.streams import (
     project_type_serving,
 )
 from iterable_assets.extract.export_jobs import ExportJobs, JobLedger
+from iterable_assets.extract.ledger import Ledger, ledger_at
 from iterable_assets.extract.rate_budget import RateBudget
 from iterable_assets.extract.sinks import Sink
 
@@ -136,7 +137,8 @@ class IterableClient:
     retry_backoff_seconds: float
     project_type: str  # ITERABLE_PROJECT_TYPE: auto, or the project's type
     export_jobs_max: int = 4  # the project's export jobs in flight at once, across processes
-    rate_budget_path: str | None = None  # folder of the shared budget ledger; default $DAGSTER_HOME, else temp
+    rate_budget_path: str | None = None  # folder of the SQLite ledger; default $DAGSTER_HOME, else temp
+    rate_budget_url: str = ""  # a Postgres database for the ledger instead, shared by every host
     log: logging.Logger = field(default_factory=lambda: logging.getLogger(__name__))
     sleep: Callable[[float], None] = time.sleep  # waits for a retry or the rate budget (tests pass a fake clock's)
     _session: requests.Session | None = field(default=None, init=False, repr=False)
@@ -174,17 +176,19 @@ class IterableClient:
         return hashlib.sha256(f"{self.base_url}|{self.api_key}".encode()).hexdigest()[:16]
 
     @property
-    def _ledger_path(self) -> Path:
+    def ledger(self) -> Ledger:
+        """Where the rate budgets and the export jobs in flight are kept: Postgres, else a SQLite file."""
         folder = self.rate_budget_path or os.environ.get("DAGSTER_HOME") or tempfile.gettempdir()
-        return Path(folder) / "iterable_rate_budget.sqlite"
+        return ledger_at(self.rate_budget_url, Path(folder) / "iterable_rate_budget.sqlite")
 
-    def _budget(self, family: str) -> RateBudget:
+    def budget(self, family: str) -> RateBudget:
+        """The budget of a rate-limit family, shared by every process on the ledger."""
         # One budget per Iterable project; per host for the families Iterable limits per organisation.
         owner = hashlib.sha256(self.base_url.encode()).hexdigest()[:16] if family in ORGANISATION_FAMILIES else None
         # A limit per second is kept in a window of a second (scaled like the minute), not 60 in a minute.
         window = self.rate_window_seconds / 60 if family in PER_SECOND_FAMILIES else self.rate_window_seconds
         return RateBudget.per_minute(
-            self._ledger_path,
+            self.ledger,
             f"{family}:{owner or self.project_fingerprint}",
             self.requests_per_minute[family],
             window,
@@ -229,7 +233,7 @@ class IterableClient:
             raise type(earlier)(earlier.endpoint, earlier.status, earlier.msg, earlier.code, earlier.method)
         session = self.session if url is None else requests.Session()
         url = url or f"{self.base_url}/api/{path}"
-        budget = self._budget(family) if family else None
+        budget = self.budget(family) if family else None
 
         def attempt():
             if budget is not None:
@@ -310,7 +314,7 @@ class IterableClient:
         """The Export Jobs API for this project, its jobs in flight counted in the shared ledger. Time
         follows the rate window (60 s: Iterable's minute), so tests can compress it."""
         scale = self.rate_window_seconds / 60
-        ledger = JobLedger(self._ledger_path, self.project_fingerprint, self.export_jobs_max, 120 * scale)
+        ledger = JobLedger(self.ledger, self.project_fingerprint, self.export_jobs_max, 120 * scale)
         return ExportJobs(self, ledger, poll_seconds=scale, sleep=self.sleep, log=log, spool_dir=spool_dir)
 
     def forgotten(self) -> tuple[str, dict[str, list[str]]]:

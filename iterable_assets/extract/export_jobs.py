@@ -7,31 +7,31 @@ organisation and queues the rest; `start` and `files` take 1 request per second 
 
 - A range is cut in at most `jobs_max` pieces, a job each, run at once: Iterable's slots are the
   limit, so a year of one table takes about a quarter of one job's time.
-- The jobs of this project in flight (enqueued or running) are counted in a ledger beside the rate
-  budget, across every process: a piece waits for a slot, so the project never has more than
-  `jobs_max` in flight.
+- The jobs of this project in flight (enqueued or running) are counted in the ledger of the rate
+  budget, across every process (every host, on Postgres): a piece waits for a slot, so the project
+  never has more than `jobs_max` in flight.
 - A `failed` job is started again (up to FAILED_JOB_ATTEMPTS). A job whose `exportTruncated` is set
   is dropped and its range split in halves. An expired URL (403) is fetched fresh from its page.
-- The ledger records each job the project starts, with its owner (host, process) and a heartbeat. A
-  job whose owner died is cancelled by the next use of jobs; a job not in the ledger is never touched.
+- The ledger records each job the project starts, with its holder (the process: a PID on one host, a
+  lease on Postgres) and a heartbeat. A job whose holder died is cancelled by the next use of jobs; a
+  job not in the ledger is never touched.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
-import sqlite3
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from iterable_assets.catalog.clock import utc
 from iterable_assets.catalog.streams import JOB_CANCEL_FAMILY, JOB_FILES_FAMILY, JOB_START_FAMILY
+from iterable_assets.extract.ledger import Ledger, Transaction
 from iterable_assets.extract.sinks import TextFile
 
 REQUEST_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -49,83 +49,56 @@ class ExportJobError(Exception):
 
 @dataclass
 class JobLedger:
-    """The project's export jobs in flight, shared by every process through a SQLite file."""
+    """The project's export jobs in flight, in the ledger every process shares (extract/ledger.py)."""
 
-    path: Path
+    ledger: Ledger
     project: str  # the project's fingerprint (never the key)
     jobs_max: int
-    lease_seconds: float  # a heartbeat older than this marks its owner dead, whatever its host
-    clock: Callable[[], float] = time.time
+    lease_seconds: float  # a heartbeat older than this marks its holder dead, whatever its host
 
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS export_jobs (project TEXT NOT NULL, job_id INTEGER, data_type TEXT, "
-            "host TEXT, pid INTEGER, heartbeat REAL)"
-        )
-        return con
+    def _transact(self, work: Callable[[Transaction], Any]) -> Any:
+        return self.ledger.transact(f"iterable_jobs:{self.project}", work)
 
     def claim(self, data_type: str) -> int | None:
         """A slot (its ledger row id) when fewer than `jobs_max` of the project's jobs are in flight."""
-        con = self._connect()
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            (count,) = con.execute("SELECT count(*) FROM export_jobs WHERE project = ?", [self.project]).fetchone()
-            slot = None
-            if count < self.jobs_max:
-                slot = con.execute(
-                    "INSERT INTO export_jobs VALUES (?, NULL, ?, ?, ?, ?) RETURNING rowid",
-                    [self.project, data_type, socket.gethostname(), os.getpid(), self.clock()],
-                ).fetchone()[0]
-            con.execute("COMMIT")
-            return slot
-        finally:
-            con.close()
+        holder = self.ledger.holder
+
+        def claim(tx: Transaction) -> int | None:
+            [(count,)] = tx.rows("SELECT count(*) FROM export_slots WHERE project = ?", [self.project])
+            if count >= self.jobs_max:
+                return None
+            return tx.rows(
+                "INSERT INTO export_slots (project, data_type, host, holder, heartbeat) VALUES (?, ?, ?, ?, ?) "
+                "RETURNING id",
+                [self.project, data_type, socket.gethostname(), holder, tx.now()],
+            )[0][0]
+
+        return self._transact(claim)
 
     def started(self, slot: int, job_id: int) -> None:
-        self._update("UPDATE export_jobs SET job_id = ?, heartbeat = ? WHERE rowid = ?", [job_id, self.clock(), slot])
+        sql = "UPDATE export_slots SET job_id = ?, heartbeat = ? WHERE id = ?"
+        self._transact(lambda tx: tx.rows(sql, [job_id, tx.now(), slot]))
 
     def beat(self, slot: int) -> None:
-        self._update("UPDATE export_jobs SET heartbeat = ? WHERE rowid = ?", [self.clock(), slot])
+        self._transact(lambda tx: tx.rows("UPDATE export_slots SET heartbeat = ? WHERE id = ?", [tx.now(), slot]))
 
     def release(self, slot: int) -> None:
-        self._update("DELETE FROM export_jobs WHERE rowid = ?", [slot])
-
-    def _update(self, sql: str, values: list) -> None:
-        con = self._connect()
-        try:
-            con.execute(sql, values)
-        finally:
-            con.close()
+        self._transact(lambda tx: tx.rows("DELETE FROM export_slots WHERE id = ?", [slot]))
 
     def orphans(self) -> list[tuple[int, int | None]]:
-        """(slot, job id) of the project's jobs whose owner is dead: a process gone from this host, or a
-        heartbeat older than the lease."""
-        con = self._connect()
-        try:
-            rows = con.execute(
-                "SELECT rowid, job_id, host, pid, heartbeat FROM export_jobs WHERE project = ?", [self.project]
-            ).fetchall()
-        finally:
-            con.close()
-        here, now = socket.gethostname(), self.clock()
-        return [
-            (slot, job_id)
-            for slot, job_id, host, pid, heartbeat in rows
-            if now - heartbeat > self.lease_seconds or (host == here and not process_alive(pid))
-        ]
+        """(slot, job id) of the project's jobs whose holder is dead (see extract/ledger.py), or whose
+        heartbeat is older than the lease."""
 
+        def dead(tx: Transaction) -> list[tuple[int, int | None]]:
+            sql = "SELECT id, job_id, host, holder, heartbeat FROM export_slots WHERE project = ?"
+            rows, now = tx.rows(sql, [self.project]), tx.now()
+            return [
+                (slot, job_id)
+                for slot, job_id, host, holder, heartbeat in rows
+                if now - heartbeat > self.lease_seconds or self.ledger.holder_gone(tx, host, holder)
+            ]
 
-def process_alive(pid: int) -> bool:
-    """Whether a process of this host is running (or is not ours to signal)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return self._transact(dead)
 
 
 @dataclass

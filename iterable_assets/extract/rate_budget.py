@@ -1,32 +1,33 @@
-"""A request budget shared by every process on the machine: at most N requests in any rolling window.
+"""A request budget shared by every process that uses its ledger: at most N requests in any rolling window.
 
-Iterable counts export and getUsers requests per project per minute. Each request takes a grant
-from a small SQLite ledger, so two runs (or a backfill and a schedule tick) in different processes
-draw from the same budget and wait for it instead of spending it on 429s.
+Iterable counts export and getUsers requests per project per minute. Each request takes a grant from
+a ledger (extract/ledger.py): a SQLite file shares the budget among the processes of one host, a
+Postgres database among every host. So runs in different processes, or on different hosts, draw from
+the same budget and wait for it instead of spending it on 429s. The ledger keeps a log of the grants
+of the last window, not a token bucket: a bucket that refills lets a burst plus a refill into one window.
 """
 
 from __future__ import annotations
 
 import math
-import sqlite3
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
+
+from iterable_assets.extract.ledger import Ledger, Transaction
 
 
 @dataclass(frozen=True)
 class RateBudget:
-    path: Path
+    ledger: Ledger
     bucket: str
     capacity: int
     period_seconds: float
-    clock: Callable[[], float] = field(default=time.time, compare=False)  # a shared wall clock, across processes
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
 
     @classmethod
     def per_minute(
-        cls, path: Path, bucket: str, requests_per_minute: float, window_seconds: float, **clock
+        cls, ledger: Ledger, bucket: str, requests_per_minute: float, window_seconds: float, **sleep
     ) -> "RateBudget":
         """`requests_per_minute` over a rolling `window_seconds` (60 for Iterable; smaller compresses time).
 
@@ -34,7 +35,7 @@ class RateBudget:
         window stretches the window instead.
         """
         capacity = max(1, math.floor(requests_per_minute * window_seconds / 60 + 1e-9))
-        return cls(Path(path), bucket, capacity, capacity * 60.0 / requests_per_minute, **clock)
+        return cls(ledger, bucket, capacity, capacity * 60.0 / requests_per_minute, **sleep)
 
     @property
     def margin_seconds(self) -> float:
@@ -43,37 +44,22 @@ class RateBudget:
         # minute), and at least the 0.1 s a busy machine can take between grant and request.
         return min(1.0, max(0.1, self.period_seconds * 0.02))
 
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        con.execute("CREATE TABLE IF NOT EXISTS grants (bucket TEXT NOT NULL, at REAL NOT NULL)")
-        con.execute("CREATE INDEX IF NOT EXISTS grants_by_bucket ON grants (bucket, at)")
-        return con
-
     def try_acquire(self) -> float:
         """Take a grant and return 0, or return how many seconds to wait before asking again."""
-        con = self._connect()
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            now = self.clock()
-            con.execute(
-                "DELETE FROM grants WHERE bucket = ? AND at <= ?",
-                (self.bucket, now - self.period_seconds - self.margin_seconds),
+
+        def grant(tx: Transaction) -> float:
+            now = tx.now()
+            expired = now - self.period_seconds - self.margin_seconds
+            tx.rows("DELETE FROM rate_grants WHERE bucket = ? AND at <= ?", [self.bucket, expired])
+            recent = tx.rows(
+                "SELECT at FROM rate_grants WHERE bucket = ? ORDER BY at DESC LIMIT ?", [self.bucket, self.capacity]
             )
-            recent = [
-                at
-                for (at,) in con.execute(
-                    "SELECT at FROM grants WHERE bucket = ? ORDER BY at DESC LIMIT ?", (self.bucket, self.capacity)
-                )
-            ]
             if len(recent) < self.capacity:
-                con.execute("INSERT INTO grants VALUES (?, ?)", (self.bucket, now))
-                con.execute("COMMIT")
+                tx.rows("INSERT INTO rate_grants (bucket, at) VALUES (?, ?)", [self.bucket, now])
                 return 0.0
-            con.execute("COMMIT")
-            return max(recent[-1] + self.period_seconds + self.margin_seconds - now, 0.001)
-        finally:
-            con.close()
+            return max(recent[-1][0] + self.period_seconds + self.margin_seconds - now, 0.001)
+
+        return self.ledger.transact(f"iterable_rate:{self.bucket}", grant)
 
     def acquire(self) -> float:
         """Block until a grant is taken; return the seconds spent waiting."""

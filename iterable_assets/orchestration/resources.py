@@ -12,11 +12,16 @@ from pydantic import Field, PrivateAttr
 from iterable_assets.catalog.settings import Settings
 from iterable_assets.extract.client import IterableClient
 from iterable_assets.load.destination import Destination
+from iterable_assets.orchestration.recovery import instance_postgres_url, release_run_lease, take_run_lease
 
 
 class IterableResource(dg.ConfigurableResource):
     """Iterable's REST API for one project. Build it with `from_settings`: the settings hold every
-    default. Its `client` is made once per run, so that what a run learns (a refused key) lasts the run."""
+    default. Its `client` is made once per run, so that what a run learns (a refused key) lasts the run.
+
+    On a Postgres instance, the rate budgets and export jobs are kept in the instance's database
+    (unless `rate_budget_url` names another), so every host shares them, and the run worker holds its
+    run's lease (orchestration/recovery.py) until the run ends."""
 
     api_key: str
     base_url: str
@@ -28,27 +33,44 @@ class IterableResource(dg.ConfigurableResource):
     retry_backoff_seconds: float
     project_type: str
     export_jobs_max: int = 4
-    rate_budget_path: str | None = None  # folder of the shared budget ledger; default $DAGSTER_HOME, else temp
+    rate_budget_path: str | None = None  # folder of the SQLite ledger; default $DAGSTER_HOME, else temp
+    rate_budget_url: str = ""  # ITERABLE_RATE_BUDGET_URL; blank: the instance's Postgres, if it has one
     spool_dir: str | None = None  # where responses are spooled; default: the temp folder
 
     _client: IterableClient | None = PrivateAttr(default=None)
+    _instance_url: str = PrivateAttr(default="")  # a private attribute: never shown, as it may hold a password
+    _lease: str | None = PrivateAttr(default=None)
 
     @classmethod
     def from_settings(cls, settings: Settings, api_key: Any, **overrides: Any) -> "IterableResource":
         names = {f.name for f in dataclasses.fields(settings)} & set(cls.model_fields)
         fields = {name: getattr(settings, name) for name in names}
+        # From the environment, the UI shows the variable's name, not the URL (which may hold a password).
+        if (
+            settings.rate_budget_url
+            and os.environ.get("ITERABLE_RATE_BUDGET_URL", "").strip() == settings.rate_budget_url
+        ):
+            fields["rate_budget_url"] = dg.EnvVar("ITERABLE_RATE_BUDGET_URL")
         return cls(api_key=api_key, requests_per_minute=settings.requests_per_minute, **{**fields, **overrides})
 
     @property
     def client(self) -> IterableClient:
         if self._client is None:
-            fields = self.model_dump(exclude={"spool_dir"})
-            self._client = IterableClient(**fields, log=dg.get_dagster_logger())
+            fields = self.model_dump(exclude={"spool_dir", "rate_budget_url"})
+            url = self.rate_budget_url or self._instance_url
+            self._client = IterableClient(**fields, rate_budget_url=url, log=dg.get_dagster_logger())
         return self._client
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._instance_url = (context.instance and instance_postgres_url(context.instance)) or ""
+        if self._instance_url and context.run is not None:
+            self._lease = take_run_lease(context.instance, context.run, self._instance_url)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._client is not None:
             self._client.close()
+        if self._lease is not None:
+            release_run_lease(self._instance_url, self._lease)
 
 
 class DuckDBWarehouse(DuckDBResource):
