@@ -95,7 +95,7 @@ class Host:
 
 def start_host(name: str, folder: Path, postgres_url: str) -> Host:
     if os.geteuid() != 0:
-        pytest.skip("simulated hosts need root (unshare, nsenter)")
+        pytest.fail("simulated hosts need root (unshare, nsenter): run the tests as root, as CI does")
     for sub in ("home", "tmp", "data"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     postgres_home(folder / "home")

@@ -1,6 +1,7 @@
 """Two hosts (hosts.py: their own process ids, hostname, DAGSTER_HOME and temp folder) sharing one
-Postgres instance: the rate budget holds across them only on the Postgres ledger, and `recover` on one
-host leaves the other's live run alone, then fails it once its host is gone."""
+Postgres instance: the rate budget holds across them only on the Postgres ledger, `recover` on one
+host leaves the other's live run alone, then fails it once its host is gone, and both load into one
+Postgres warehouse at once, exactly."""
 
 import os
 import sqlite3
@@ -15,7 +16,8 @@ from iterable_assets.extract.ledger import SqliteLedger, postgres_ledger
 from iterable_assets.orchestration.recovery import run_lease, took_lease
 from iterable_simulator import Fault
 
-from .conftest import BIN
+from .conftest import BIN, TABLES
+from .helpers import DAYS, assert_exact, count
 from .hosts import instance_env, start_host
 from .test_rate_budget_postgres import query
 
@@ -141,6 +143,36 @@ def test_recover_on_host_b_leaves_host_as_live_run_alone_and_fails_it_once_host_
                 recovered.stdout + recovered.stderr[-3000:]
             )
             assert instance.get_run_by_id(victim.run_id).status == dg.DagsterRunStatus.FAILURE and slots() == 0
+    finally:
+        for host in hosts:
+            host.stop()
+
+
+@pytest.mark.parametrize("warehouse_kind", ["postgres"])
+def test_two_hosts_load_into_one_postgres_schema_at_once_exactly(project, cli_env, postgres, tmp_path):
+    """Both hosts sync the sixteen tables into one Postgres warehouse at the same moment (catalog tables,
+    which no pool serializes, replaced by both at once): every table exact. Then a load on host B that
+    fails inside its transaction (a record outside its window) leaves the old rows."""
+    instance_url = postgres.create_database()
+    hosts = [start_host(name, tmp_path / name, instance_url) for name in ("hostA", "hostB")]
+    env = {k: v for k, v in cli_env.items() if k != "DAGSTER_HOME"}
+    sync = [str(BIN / "iterable-assets"), "sync", "--start", DAYS[0], "--end", DAYS[1]]
+    try:
+        workers = [host.popen(sync, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for host in hosts]
+        outputs = [worker.communicate(timeout=300) for worker in workers]
+        assert [w.returncode for w in workers] == [0, 0], outputs
+        assert_exact(project)
+        rows = {table: count(project, table) for table in TABLES}
+
+        project.simulator.inject(
+            Fault(kind="malformed_line", line=b'{"email": "late@x.io", "createdAt": "2031-01-01 00:00:00 +00:00"}\n',
+                  match={"dataTypeName": "emailOpen"})
+        )  # fmt: skip
+        failed = hosts[1].run(sync, env, timeout=300)
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert "email_open: 1 of" in failed.stderr and "lie outside the requested range" in failed.stderr
+        assert_exact(project)  # email_open kept its rows; the others were replaced by the same rows
+        assert {table: count(project, table) for table in TABLES} == rows
     finally:
         for host in hosts:
             host.stop()
