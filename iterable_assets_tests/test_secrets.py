@@ -8,6 +8,7 @@ import pytest
 from iterable_simulator import Fault
 
 from .conftest import BIN, dagster_materialize, run
+from .postgres_server import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -50,3 +51,21 @@ def test_failing_runs_never_write_the_key(project, cli_env, tmp_path, known_to_i
     assert SECRET not in text
     assert files_containing(Path(env["DAGSTER_HOME"]), SECRET.encode()) == []
     assert files_containing(Path(project.database).parent, SECRET.encode()) == []
+
+
+@pytest.mark.parametrize("warehouse_kind", ["postgres"])
+def test_the_warehouse_password_is_never_written(project, cli_env):
+    """A password in ITERABLE_DESTINATION_URL (the test server trusts any) reaches neither the output,
+    nor the instance (run config, event logs), whether the warehouse answers or not."""
+    password = "pg-pw-91c2e7"
+    good = project.postgres_url.replace("postgres@", f"postgres:{password}@")
+    unreachable = f"postgresql://loader:{password}@127.0.0.1:{free_port()}/analytics"
+    sync = [str(BIN / "iterable-assets"), "sync", "--select", "channels,email_open", "--start", "2024-01-02",
+            "--end", "2024-01-03"]  # fmt: skip
+    loaded = run(sync, dict(cli_env, ITERABLE_DESTINATION_URL=good))
+    refused = run(sync, dict(cli_env, ITERABLE_DESTINATION_URL=unreachable))
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert refused.returncode != 0 and "cannot connect to postgres 127.0.0.1:" in refused.stdout + refused.stderr
+    text = "".join(o.stdout + o.stderr for o in (loaded, refused))
+    assert password not in text
+    assert files_containing(Path(cli_env["DAGSTER_HOME"]), password.encode()) == []

@@ -45,12 +45,7 @@ class IterableResource(dg.ConfigurableResource):
     def from_settings(cls, settings: Settings, api_key: Any, **overrides: Any) -> "IterableResource":
         names = {f.name for f in dataclasses.fields(settings)} & set(cls.model_fields)
         fields = {name: getattr(settings, name) for name in names}
-        # From the environment, the UI shows the variable's name, not the URL (which may hold a password).
-        if (
-            settings.rate_budget_url
-            and os.environ.get("ITERABLE_RATE_BUDGET_URL", "").strip() == settings.rate_budget_url
-        ):
-            fields["rate_budget_url"] = dg.EnvVar("ITERABLE_RATE_BUDGET_URL")
+        fields["rate_budget_url"] = from_environment("ITERABLE_RATE_BUDGET_URL", settings.rate_budget_url)
         return cls(api_key=api_key, requests_per_minute=settings.requests_per_minute, **{**fields, **overrides})
 
     @property
@@ -94,6 +89,10 @@ class PostgresWarehouse(dg.ConfigurableResource):
 def warehouse_resource(settings: Settings) -> DuckDBWarehouse | PostgresWarehouse:
     if settings.destination == "duckdb":
         return DuckDBWarehouse(database=settings.duckdb_path)
-    # From the environment, the UI shows the variable's name, not the URL (which may hold a password).
-    from_env = os.environ.get("ITERABLE_DESTINATION_URL", "").strip() == settings.destination_url
-    return PostgresWarehouse(url=dg.EnvVar("ITERABLE_DESTINATION_URL") if from_env else settings.destination_url)
+    return PostgresWarehouse(url=from_environment("ITERABLE_DESTINATION_URL", settings.destination_url))
+
+
+def from_environment(variable: str, value: str) -> Any:
+    """`value` as a resource's config: the variable itself when the environment holds it, so that the UI
+    shows its name, never a URL that may hold a password."""
+    return dg.EnvVar(variable) if value and os.environ.get(variable, "").strip() == value else value
