@@ -81,16 +81,15 @@ def _severity(text: str) -> str:
     return text.upper()
 
 
-def _project_type(text: str) -> str:
-    if text.lower() not in ("auto", *PROJECT_TYPES):
-        raise ValueError
-    return text.lower()
+def _one_of(*choices: str) -> Callable[[str], str]:
+    """A rule: one of `choices`, in any case."""
 
+    def parse(text: str) -> str:
+        if text.lower() not in choices:
+            raise ValueError
+        return text.lower()
 
-def _export_mode(text: str) -> str:
-    if text.lower() not in EXPORT_MODES:
-        raise ValueError
-    return text.lower()
+    return parse
 
 
 def _http_url(text: str) -> str:
@@ -105,15 +104,6 @@ def _database_path(text: str) -> str:
     if path.is_dir():
         raise ValueError
     return str(path)
-
-
-DESTINATIONS = ("duckdb", "postgres")
-
-
-def _destination(text: str) -> str:
-    if text.lower() not in DESTINATIONS:
-        raise ValueError
-    return text.lower()
 
 
 def postgres_url(text: str) -> str:
@@ -152,7 +142,7 @@ class Settings:
     project_type: str = _variable(
         "ITERABLE_PROJECT_TYPE",
         "auto",
-        _project_type,
+        _one_of("auto", *PROJECT_TYPES),
         f"auto (ask Iterable), or the project's type: {', '.join(PROJECT_TYPES)}",
     )
     start_date: date = _variable("ITERABLE_START_DATE", "2026-01-01", parse_day, "a day as YYYY-MM-DD (UTC)")
@@ -175,7 +165,7 @@ class Settings:
     export_mode: str = _variable(
         "ITERABLE_EXPORT_MODE",
         "auto",
-        _export_mode,
+        _one_of(*EXPORT_MODES),
         "auto (export jobs for long ranges, data.json for the daily run), sync (data.json only) or jobs",
     )
     export_jobs_max: int = _variable(
@@ -204,7 +194,7 @@ class Settings:
     destination: str = _variable(
         "ITERABLE_DESTINATION",
         "duckdb",
-        _destination,
+        _one_of("duckdb", "postgres"),
         "duckdb (the file of ITERABLE_DUCKDB_PATH) or postgres (the database of ITERABLE_DESTINATION_URL)",
     )
     destination_url: str = _variable(

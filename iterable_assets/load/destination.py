@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import queue
 import re
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -251,6 +253,52 @@ class DuckDBConnection(Connection):
         self.con.close()
 
 
+class ReadAhead:
+    """The batches of a DuckDB result, read by a thread one or two ahead of their consumer, so that
+    DuckDB reads the next batch while Postgres stores this one. A read that fails ends the batches,
+    and `failed` is DuckDB's error as DuckDB raises it (through Arrow it arrives as an OSError)."""
+
+    DEPTH = 2
+    END = object()
+
+    def __init__(self, reader):
+        self.failed: Exception | None = None
+        self._queue: queue.Queue = queue.Queue(self.DEPTH)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, args=(reader,), daemon=True)
+        self._thread.start()
+
+    def _read(self, reader) -> None:
+        try:
+            for batch in reader:
+                if not self._put(batch):
+                    return
+        except OSError as exc:
+            kind = str(exc).partition(" Error: ")[0].replace(" ", "")
+            self.failed = getattr(duckdb, f"{kind}Exception", duckdb.Error)(str(exc))
+        self._put(self.END)
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        while (item := self._queue.get()) is not self.END:
+            yield item
+        if self.failed:
+            raise self.failed
+
+    def close(self) -> None:
+        """Stop reading (a consumer that failed leaves batches unread) and wait for the thread."""
+        self._stop.set()
+        self._thread.join()
+
+
 @dataclass
 class Rows:
     """A statement's rows, fetched before its commit."""
@@ -348,26 +396,18 @@ class PostgresConnection(Connection):
         reading = _local_settings(self.local.cursor())  # its own result: a failed read leaves `local` usable
         select = ", ".join(f"{value} AS {quote(target)}" for target, value in zip(targets, values))
         rows = reading.sql(f"SELECT {select} FROM ({source}) AS incoming").to_arrow_reader(ARROW_BATCH_ROWS)
-        failed: list[Exception] = []
-
-        def batches():
-            try:
-                yield from rows
-            except OSError as exc:  # DuckDB's error, as Arrow passes it on: raised below as DuckDB raises it
-                kind = str(exc).partition(" Error: ")[0].replace(" ", "")
-                failed.append(getattr(duckdb, f"{kind}Exception", duckdb.Error)(str(exc)))
-                raise
-
+        ahead = ReadAhead(rows)
         try:
             return self.cursor.adbc_ingest(
-                temp or name.strip('"').replace('""', '"'), pa.RecordBatchReader.from_batches(rows.schema, batches()),
+                temp or name.strip('"').replace('""', '"'), pa.RecordBatchReader.from_batches(rows.schema, ahead),
                 "append", db_schema_name=None if temp else schema, temporary=bool(temp),
             )  # fmt: skip
         except Exception:
-            if failed:
-                raise failed[0] from None
+            if ahead.failed:
+                raise ahead.failed from None
             raise
         finally:
+            ahead.close()
             reading.close()
 
     def from_warehouse(self, name: str, sql: str) -> str:
