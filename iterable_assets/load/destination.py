@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import queue
 import re
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -253,52 +251,6 @@ class DuckDBConnection(Connection):
         self.con.close()
 
 
-class ReadAhead:
-    """The batches of a DuckDB result, read by a thread one or two ahead of their consumer, so that
-    DuckDB reads the next batch while Postgres stores this one. A read that fails ends the batches,
-    and `failed` is DuckDB's error as DuckDB raises it (through Arrow it arrives as an OSError)."""
-
-    DEPTH = 2
-    END = object()
-
-    def __init__(self, reader):
-        self.failed: Exception | None = None
-        self._queue: queue.Queue = queue.Queue(self.DEPTH)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, args=(reader,), daemon=True)
-        self._thread.start()
-
-    def _read(self, reader) -> None:
-        try:
-            for batch in reader:
-                if not self._put(batch):
-                    return
-        except OSError as exc:
-            kind = str(exc).partition(" Error: ")[0].replace(" ", "")
-            self.failed = getattr(duckdb, f"{kind}Exception", duckdb.Error)(str(exc))
-        self._put(self.END)
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self):
-        while (item := self._queue.get()) is not self.END:
-            yield item
-        if self.failed:
-            raise self.failed
-
-    def close(self) -> None:
-        """Stop reading (a consumer that failed leaves batches unread) and wait for the thread."""
-        self._stop.set()
-        self._thread.join()
-
-
 @dataclass
 class Rows:
     """A statement's rows, fetched before its commit."""
@@ -382,9 +334,10 @@ class PostgresConnection(Connection):
     def insert(
         self, table: str, targets: Sequence[str], values: Sequence[str], source: str, temp: str | None = None
     ) -> int:
-        """The rows travel as Arrow batches straight into the table, by one binary COPY (ADBC): DuckDB
-        reads the response and Postgres stores it at the same time. Binary COPY takes each value as
-        its column's type's binary form, unchecked, so every value is cast to the column's type first."""
+        """The rows travel as Arrow batches straight into the table, by one binary COPY (ADBC), batch by
+        batch (reading the next batch in a thread while one is stored measured no faster). Binary COPY
+        takes each value as its column's type's binary form, unchecked: every value is cast to its
+        column's type first."""
         import pyarrow as pa  # the `postgres` extra
 
         schema, name = table.split(".", 1)
@@ -396,18 +349,26 @@ class PostgresConnection(Connection):
         reading = _local_settings(self.local.cursor())  # its own result: a failed read leaves `local` usable
         select = ", ".join(f"{value} AS {quote(target)}" for target, value in zip(targets, values))
         rows = reading.sql(f"SELECT {select} FROM ({source}) AS incoming").to_arrow_reader(ARROW_BATCH_ROWS)
-        ahead = ReadAhead(rows)
+        failed: list[Exception] = []
+
+        def batches():
+            try:
+                yield from rows
+            except OSError as exc:  # DuckDB's error, as Arrow passes it on: raised below as DuckDB raises it
+                kind = str(exc).partition(" Error: ")[0].replace(" ", "")
+                failed.append(getattr(duckdb, f"{kind}Exception", duckdb.Error)(str(exc)))
+                raise
+
         try:
             return self.cursor.adbc_ingest(
-                temp or name.strip('"').replace('""', '"'), pa.RecordBatchReader.from_batches(rows.schema, ahead),
+                temp or name.strip('"').replace('""', '"'), pa.RecordBatchReader.from_batches(rows.schema, batches()),
                 "append", db_schema_name=None if temp else schema, temporary=bool(temp),
             )  # fmt: skip
         except Exception:
-            if ahead.failed:
-                raise ahead.failed from None
+            if failed:
+                raise failed[0] from None
             raise
         finally:
-            ahead.close()
             reading.close()
 
     def from_warehouse(self, name: str, sql: str) -> str:
