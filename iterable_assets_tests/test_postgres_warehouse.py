@@ -25,6 +25,7 @@ DAY = datetime(2024, 1, 1, tzinfo=timezone.utc)
 SEND = STREAMS_BY_NAME["email_send"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warehouse_kind", ["postgres"])
 def test_a_sync_of_the_sixteen_into_postgres_is_exact_and_again_exact(project):
     for _ in range(2):
