@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from iterable_assets.catalog.settings import VARIABLES, SettingsError
 from iterable_assets.load import warehouse
@@ -30,6 +31,18 @@ def test_the_attributes_are_the_settings_and_key_prefix_and_schema():
     attributes = set(IterableComponent.model_fields) - {"api_key", "key_prefix", "warehouse_schema"} | {"schema"}
     assert attributes == {spec.name for spec in VARIABLES.values()}  # ITERABLE_SCHEMA's attribute is `schema`
     assert IterableComponent.model_fields["warehouse_schema"].alias == "schema"
+
+
+def test_the_code_locations_project_takes_every_setting_from_its_variable():
+    """The project's own defs.yaml gives every setting its variable: a setting left out would ignore
+    the environment in `dagster dev` and `dagster asset materialize` (not in `iterable-assets`)."""
+    attributes = yaml.safe_load((ROOT / "iterable_assets" / "defs" / "iterable" / "defs.yaml").read_text())[
+        "attributes"
+    ]
+    assert {name: value for name, value in attributes.items() if name != "api_key"} == {
+        "schema" if spec.name == "schema" else spec.name: f"{{{{ env.{variable} }}}}"
+        for variable, spec in VARIABLES.items()
+    }
 
 
 def test_an_attribute_is_checked_by_its_settings_rule_and_message():
