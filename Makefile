@@ -10,7 +10,7 @@ export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS := true
 
 PORT ?= 3000
 
-.PHONY: demo test test-fast sim dev ui check recover status bench screenshots setup clean
+.PHONY: demo test test-fast sim dev ui check recover status bench screenshots setup clean postgresql
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +28,21 @@ demo: setup  ## sync all 16 tables from the bundled simulator into data/warehous
 
 LINTED := iterable_assets iterable_assets_tests iterable_simulator bench docs
 
-test: setup  ## lint, then the whole test suite, slow end-to-end tests included
+# The Postgres tests start their own throwaway servers (iterable_assets_tests/postgres_server.py) from
+# Debian's PostgreSQL binaries; not the cluster the package may start on port 5432, which is stopped.
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  apt-get update -qq && apt-get install -y -qq postgresql && \
+	  pg_lsclusters --no-header 2>/dev/null | while read -r version cluster _ status _; do \
+	    if [ "$$status" = online ]; then pg_ctlcluster "$$version" "$$cluster" stop; fi; \
+	  done; \
+	fi
+
+test: setup postgresql  ## lint, then the whole test suite, slow end-to-end tests included
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/python -m pytest -q
 
-test-fast: setup  ## lint, then the fast tier: every module, two export streams for the 35 (under 3 minutes)
+test-fast: setup postgresql  ## lint, then the fast tier: every module, two export streams for the 35 (under 3 minutes)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/python -m pytest -q -m "not slow and not full"
 
