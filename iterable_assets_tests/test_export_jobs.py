@@ -7,6 +7,7 @@ import hashlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -133,6 +134,18 @@ def job_client(simulator, tmp_path, env: dict | None = None, **overrides) -> Ite
     return IterableClient.from_settings(settings, api_key=API_KEY, rate_budget_path=str(tmp_path), **overrides)
 
 
+def ledgered_jobs(tmp_path) -> int:
+    """The export jobs the SQLite ledger in `tmp_path` knows (started, with Iterable's id)."""
+    path = tmp_path / "iterable_rate_budget.sqlite"
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path, timeout=30) as con:
+        try:
+            return con.execute("SELECT count(job_id) FROM export_slots").fetchone()[0]
+        except sqlite3.OperationalError:  # no table yet
+            return 0
+
+
 @pytest.mark.slow
 def test_a_run_killed_mid_job_leaves_no_job_running_nobody_elses_is_touched_and_the_next_ends_exact(tmp_path):
     # Jobs of a few seconds (50 records a second), in 8 slots: the run is killed while its jobs run,
@@ -165,8 +178,10 @@ def test_a_run_killed_mid_job_leaves_no_job_running_nobody_elses_is_touched_and_
         """)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         run = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT)
+        # Killed once its four jobs are in the ledger (a kill between Iterable's answer to `start` and
+        # the ledger's record of it leaves that job unknown: a limit the README states).
         deadline = time.monotonic() + 30
-        while len(simulator.export_jobs.jobs()) < 6 and time.monotonic() < deadline:
+        while ledgered_jobs(tmp_path) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
         run.send_signal(signal.SIGKILL)
         run.wait()
