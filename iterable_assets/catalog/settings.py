@@ -116,6 +116,17 @@ def postgres_url(text: str) -> str:
     return text
 
 
+def postgres_server(url: str) -> str:
+    """host:port of a Postgres URL, for messages: never its user or password."""
+    import psycopg2.extensions  # the `postgres` extra, which a Postgres URL needs anyway
+
+    try:
+        dsn = psycopg2.extensions.parse_dsn(url)
+    except psycopg2.ProgrammingError:
+        return "(a URL that is not valid)"
+    return f"{dsn.get('host', 'localhost')}:{dsn.get('port', '5432')}"
+
+
 def _schema_name(text: str) -> str:
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", text):
         raise ValueError
@@ -203,9 +214,7 @@ class Settings:
         postgres_url,
         "a URL such as postgresql://user@host:5432/db (the password from PGPASSWORD or ~/.pgpass)",
     )
-    schema: str = _variable(
-        "ITERABLE_SCHEMA", "iterable", _schema_name, "a lower-case SQL name: letters, digits and _"
-    )
+    schema: str = _variable("ITERABLE_SCHEMA", "iterable", _schema_name, "a lower-case SQL name: letters, digits and _")
     rate_budget_url: str = _variable(
         "ITERABLE_RATE_BUDGET_URL",
         "",

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, TypeVar
 
+from iterable_assets.catalog.settings import postgres_server
+
 T = TypeVar("T")
 SCHEMA = "iterable_assets"
 
@@ -105,17 +107,6 @@ class SqliteLedger:
             con.close()  # rolls back what was not committed
 
 
-def where(url: str) -> str:
-    """host:port of a Postgres URL, for messages (never its user or password)."""
-    import psycopg2.extensions
-
-    try:
-        dsn = psycopg2.extensions.parse_dsn(url)
-    except psycopg2.ProgrammingError:
-        return "(a URL that is not valid)"
-    return f"{dsn.get('host', 'localhost')}:{dsn.get('port', '5432')}"
-
-
 class PostgresLedger:
     """The ledgers in a Postgres database, schema `iterable_assets` (created if missing), and leases.
 
@@ -132,7 +123,7 @@ class PostgresLedger:
         self._mutex, self._lease_mutex = threading.Lock(), threading.Lock()
 
     def __repr__(self) -> str:  # never the URL: it may hold a password
-        return f"PostgresLedger({where(self.url)})"
+        return f"PostgresLedger({postgres_server(self.url)})"
 
     def _connect(self):
         import psycopg2
@@ -141,7 +132,7 @@ class PostgresLedger:
             return psycopg2.connect(self.url, connect_timeout=10, application_name="iterable_assets")
         except psycopg2.OperationalError as exc:
             reason = str(exc).strip().splitlines()[0].rpartition(" failed: ")[2]
-            raise LedgerUnreachable(f"the Postgres at {where(self.url)} did not answer: {reason}") from None
+            raise LedgerUnreachable(f"the Postgres at {postgres_server(self.url)} did not answer: {reason}") from None
 
     def _connection(self):
         if self._con is None:
@@ -177,7 +168,9 @@ class PostgresLedger:
                     self.close()
                     if attempt == 2:
                         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                        raise LedgerUnreachable(f"the Postgres at {where(self.url)} failed: {reason}") from None
+                        raise LedgerUnreachable(
+                            f"the Postgres at {postgres_server(self.url)} failed: {reason}"
+                        ) from None
 
     def close(self) -> None:
         if self._con is not None:
@@ -208,7 +201,9 @@ class PostgresLedger:
                 except (psycopg2.OperationalError, psycopg2.InterfaceError):
                     self._lease_con = None
                     if attempt == 2:
-                        raise LedgerUnreachable(f"the Postgres at {where(self.url)} dropped the leases' connection")
+                        raise LedgerUnreachable(
+                            f"the Postgres at {postgres_server(self.url)} dropped the leases' connection"
+                        )
             if taken:
                 self._leases[name] = 1
             return taken

@@ -2,7 +2,7 @@
 
 Every load reads, types and checks a response with DuckDB on this machine (`Connection.local`); the
 warehouse then stores it. With DuckDB the two are one connection. With Postgres (ITERABLE_DESTINATION
-=postgres) the rows travel in bulk through ADBC into a temporary table of the load's transaction.
+=postgres) the rows travel in bulk, one binary COPY (ADBC) inside the load's transaction.
 The SQL that differs between the two databases is written here, in the two `Connection` classes;
 the rest of the project's SQL is common to both, with `?` for parameters.
 """
@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import duckdb
 
 from iterable_assets.catalog.kinds import TIMESTAMPTZ
-from iterable_assets.catalog.settings import Settings
+from iterable_assets.catalog.settings import Settings, postgres_server
 from iterable_assets.load.json_types import NULL_TYPE
 from iterable_assets.load.sql import quote
 
@@ -75,8 +75,7 @@ class Destination:
     def __str__(self) -> str:  # never the URL's password
         if self.kind == "duckdb":
             return self.location
-        url = urlparse(self.location)
-        return f"postgres {url.hostname}:{url.port or 5432}/{self.database}"
+        return f"postgres {postgres_server(self.location)}/{self.database}"
 
 
 @contextmanager
